@@ -1,0 +1,19 @@
+"""The ``fedwarden`` command. Subcommands live in :mod:`fedwarden.commands`, one module each."""
+
+from __future__ import annotations
+
+import click
+
+from fedwarden import __version__
+from fedwarden.commands import bench, privacy, simulate
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="fedwarden")
+def main() -> None:
+    """fedwarden: secure federated-learning rounds (robust aggregation, DP, mTLS)."""
+
+
+main.add_command(privacy.privacy)
+main.add_command(simulate.simulate)
+main.add_command(bench.bench)

@@ -1,0 +1,1 @@
+"""Subcommands of the ``fedwarden`` command; each module holds one, registered in ``cli.py``."""
