@@ -1,0 +1,260 @@
+"""Free-rider detection: clients that take the global model without contributing to it.
+
+A free rider sends something that costs it nothing: zeros, random noise, the previous global
+update played back (possibly with noise to disguise it), or its own earlier update again (Lin et
+al., "Free-riders in Federated Learning: Attacks and Defenses", 2019; Fraboni et al., "Free-rider
+Attacks on Model Aggregation in Federated Learning", AISTATS 2021). The tests here:
+
+* **zero**: a norm below ``zero_norm_ratio`` times the cohort's median norm;
+* **replay of the global update**: cosine similarity to the previous round's global update of at
+  least ``replay_cosine``;
+* **replay of its own update**: cosine similarity of a fixed coordinate sample ("sketch") to the
+  sketch the same client sent last time of at least ``replay_cosine``;
+* **no contribution**: the cosine similarity to a robust reference direction is at noise level
+  or below. The reference is the coordinate-wise median of the *other* clients (leave-one-out,
+  so a client cannot make itself look aligned by being part of its own reference, which matters
+  for small cohorts). Random vectors in d dimensions have cosine ~ N(0, 1/d), so "noise level"
+  is ``noise_band / sqrt(d)``. A strongly negative cosine is flagged too: the update works
+  against the cohort;
+* **no fresh contribution**: the same test on what remains after removing the component along
+  the previous global update, which exposes a replay of it drowned in noise. It only judges
+  when the cohort itself has a fresh common direction (its median residual cosine clears twice
+  the noise band), so it abstains near convergence, when honest updates carry little new.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from fedwarden.pipeline.validation import row_norms
+
+_BLOCK = 1 << 15
+
+
+@dataclass(frozen=True)
+class FreeRiderConfig:
+    """Settings of free-rider detection.
+
+    Attributes:
+        enabled: run the tests at all.
+        noise_band: a cosine within ``noise_band / sqrt(d)`` of zero counts as no contribution.
+        zero_norm_ratio: a norm below this fraction of the cohort's median norm is a zero update.
+        replay_cosine: cosine at or above this to the previous global update, or to the client's
+            own previous update, is a replay.
+        sketch_size: coordinates sampled to remember each client's last update.
+        detect_noise: run the noise-level tests. Off in local-DP mode, where every honest update
+            is itself mostly noise.
+    """
+
+    enabled: bool = True
+    noise_band: float = 4.0
+    zero_norm_ratio: float = 1e-3
+    replay_cosine: float = 0.99
+    sketch_size: int = 4096
+    detect_noise: bool = True
+
+    def __post_init__(self) -> None:
+        if self.noise_band <= 0:
+            raise ValueError(f"noise_band must be > 0, got {self.noise_band}")
+        if not 0 < self.zero_norm_ratio < 1:
+            raise ValueError(f"zero_norm_ratio must be in (0, 1), got {self.zero_norm_ratio}")
+        if not 0 < self.replay_cosine <= 1:
+            raise ValueError(f"replay_cosine must be in (0, 1], got {self.replay_cosine}")
+        if self.sketch_size < 16:
+            raise ValueError(f"sketch_size must be >= 16, got {self.sketch_size}")
+
+
+@dataclass(frozen=True)
+class Contribution:
+    """What the tests saw of one update; ``reason`` is set when it is free-riding."""
+
+    cosine: float
+    fresh_cosine: float | None
+    reason: str | None
+
+
+def leave_one_out_median_products(
+    updates: npt.NDArray[np.floating], direction: npt.NDArray[np.float64] | None
+) -> dict[str, npt.NDArray[np.float64]]:
+    """Inner products of each row with the coordinate-wise median of the *other* rows.
+
+    Returns per row: ``ul`` = u·l, ``ll`` = l·l and, with a unit ``direction`` g, ``ug`` = u·g and
+    ``lg`` = l·g, where l is the row's leave-one-out median. Computed one column block at a time
+    from a single sort of the block: removing one value from a sorted column moves the median to
+    one of its neighbouring order statistics, chosen by comparing the removed value to them.
+    """
+    n, d = updates.shape
+    if n < 3:
+        raise ValueError(f"a leave-one-out median needs at least 3 updates, got {n}")
+    out = {key: np.zeros(n) for key in ("ul", "ll", "ug", "lg")}
+    k = n // 2
+    for start in range(0, d, _BLOCK):
+        block = np.ascontiguousarray(updates[:, start : start + _BLOCK].T, dtype=np.float64)
+        ordered = np.sort(block, axis=1)
+        if n % 2 == 1:
+            # n = 2k+1: the median of the 2k others averages two neighbours of s_k
+            below = 0.5 * (ordered[:, k - 1] + ordered[:, k])
+            above = 0.5 * (ordered[:, k] + ordered[:, k + 1])
+            at = 0.5 * (ordered[:, k - 1] + ordered[:, k + 1])
+            mid = ordered[:, k : k + 1]
+            loo = np.where(
+                block < mid, above[:, None], np.where(block > mid, below[:, None], at[:, None])
+            )
+        else:
+            # n = 2k: the median of the 2k-1 others is s_k or s_{k-1}
+            loo = np.where(
+                block <= ordered[:, k - 1 : k], ordered[:, k : k + 1], ordered[:, k - 1 : k]
+            )
+        out["ul"] += np.einsum("ji,ji->i", block, loo)
+        out["ll"] += np.einsum("ji,ji->i", loo, loo)
+        if direction is not None:
+            g = direction[start : start + _BLOCK]
+            out["ug"] += g @ block
+            out["lg"] += g @ loo
+    return out
+
+
+class FreeRiderDetector:
+    """Scores a cohort's updates; keeps the last global update and each client's last sketch."""
+
+    def __init__(self, config: FreeRiderConfig, dim: int, seed: int = 0) -> None:
+        self.config = config
+        self.dim = dim
+        # The sketch coordinates need not be secret: a free rider gains nothing by knowing them,
+        # as replaying its update on those coordinates alone still replays them.
+        size = min(config.sketch_size, dim)
+        self._sketch_index = np.sort(
+            np.random.default_rng(seed).choice(dim, size=size, replace=False)
+        )
+        self._previous_global: npt.NDArray[np.float64] | None = None
+        self._sketches: dict[str, npt.NDArray[np.float32]] = {}
+
+    def assess(
+        self, updates: npt.NDArray[np.floating], client_ids: list[str]
+    ) -> dict[str, Contribution]:
+        """Judge each update; needs the raw (unclipped) updates of the round's valid cohort."""
+        n = updates.shape[0]
+        if not self.config.enabled or n == 0:
+            return {}
+        norms = row_norms(updates)
+        median_norm = float(np.median(norms))
+        reasons: dict[int, str] = {}
+        for i in range(n):
+            if norms[i] <= self.config.zero_norm_ratio * median_norm or norms[i] == 0.0:
+                reasons[i] = f"zero update (norm {norms[i]:.3g}, cohort median {median_norm:.3g})"
+        global_dir = self._global_direction()
+        if global_dir is not None:
+            cos_global = _row_dots(updates, global_dir) / np.maximum(norms, 1e-300)
+            for i in range(n):
+                if i not in reasons and cos_global[i] >= self.config.replay_cosine:
+                    reasons[i] = (
+                        f"replay of the previous global update (cosine {cos_global[i]:.4f})"
+                    )
+        sketches = np.ascontiguousarray(updates[:, self._sketch_index], dtype=np.float32)
+        for i, client in enumerate(client_ids):
+            previous = self._sketches.get(client)
+            if i in reasons or previous is None:
+                continue
+            cos_own = _cosine(sketches[i], previous)
+            if cos_own >= self.config.replay_cosine:
+                reasons[i] = f"replay of its own previous update (cosine {cos_own:.4f})"
+        cosines, fresh = self._reference_cosines(updates, norms, global_dir)
+        if self.config.detect_noise and n >= 3:
+            band = self.config.noise_band / np.sqrt(self.dim)
+            fresh_judges = fresh is not None and float(np.median(fresh)) > 2 * band
+            for i in range(n):
+                if i in reasons:
+                    continue
+                if cosines[i] < -band:
+                    reasons[i] = (
+                        f"works against the cohort: cosine {cosines[i]:.3f} to the direction "
+                        "of the other clients"
+                    )
+                elif cosines[i] <= band:
+                    reasons[i] = (
+                        f"no contribution: cosine {cosines[i]:.3f} to the cohort's direction is "
+                        f"at or below noise level {band:.3f}"
+                    )
+                elif fresh is not None and fresh_judges and fresh[i] <= band:
+                    reasons[i] = (
+                        f"no fresh contribution: beyond the previous global update, cosine "
+                        f"{fresh[i]:.3f} to the cohort's new direction is at noise level {band:.3f}"
+                    )
+        for i, client in enumerate(client_ids):
+            self._sketches[client] = sketches[i]
+        return {
+            client: Contribution(
+                cosine=float(cosines[i]),
+                fresh_cosine=None if fresh is None else float(fresh[i]),
+                reason=reasons.get(i),
+            )
+            for i, client in enumerate(client_ids)
+        }
+
+    def record_global_update(self, update: npt.NDArray[np.floating]) -> None:
+        self._previous_global = np.asarray(update, dtype=np.float64).copy()
+
+    def _global_direction(self) -> npt.NDArray[np.float64] | None:
+        if self._previous_global is None:
+            return None
+        norm = float(np.linalg.norm(self._previous_global))
+        if norm == 0.0:
+            return None
+        unit: npt.NDArray[np.float64] = self._previous_global / norm
+        return unit
+
+    @staticmethod
+    def _reference_cosines(
+        updates: npt.NDArray[np.floating],
+        norms: npt.NDArray[np.float64],
+        global_dir: npt.NDArray[np.float64] | None,
+    ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64] | None]:
+        n = updates.shape[0]
+        if n < 3:
+            return np.ones(n), None
+        p = leave_one_out_median_products(updates, global_dir)
+        tiny = 1e-300
+        cosines = p["ul"] / np.maximum(norms * np.sqrt(p["ll"]), tiny)
+        if global_dir is None:
+            return cosines, None
+        residual_dot = p["ul"] - p["ug"] * p["lg"]
+        residual_u = np.maximum(norms**2 - p["ug"] ** 2, 0.0)
+        residual_l = np.maximum(p["ll"] - p["lg"] ** 2, 0.0)
+        fresh = residual_dot / np.maximum(np.sqrt(residual_u * residual_l), tiny)
+        return cosines, fresh
+
+    def state_dict(self) -> dict[str, object]:
+        return {
+            "previous_global": self._previous_global,
+            "sketches": dict(self._sketches),
+            "sketch_index": self._sketch_index,
+        }
+
+    def load_state_dict(self, state: dict[str, object]) -> None:
+        previous = state["previous_global"]
+        self._previous_global = None if previous is None else np.asarray(previous, np.float64)
+        sketches = state["sketches"]
+        assert isinstance(sketches, dict)
+        self._sketches = {str(k): np.asarray(v, np.float32) for k, v in sketches.items()}
+        self._sketch_index = np.asarray(state["sketch_index"], dtype=np.int64)
+
+
+def _row_dots(
+    updates: npt.NDArray[np.floating], vector: npt.NDArray[np.float64]
+) -> npt.NDArray[np.float64]:
+    dots = np.zeros(updates.shape[0])
+    for start in range(0, updates.shape[1], _BLOCK):
+        dots += (
+            updates[:, start : start + _BLOCK].astype(np.float64) @ vector[start : start + _BLOCK]
+        )
+    return dots
+
+
+def _cosine(a: npt.NDArray[np.floating], b: npt.NDArray[np.floating]) -> float:
+    a64 = a.astype(np.float64)
+    b64 = b.astype(np.float64)
+    denominator = float(np.linalg.norm(a64) * np.linalg.norm(b64))
+    return float(a64 @ b64) / denominator if denominator > 0 else 0.0

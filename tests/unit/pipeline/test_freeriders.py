@@ -1,0 +1,135 @@
+import numpy as np
+import pytest
+
+from fedwarden.pipeline.freeriders import (
+    FreeRiderConfig,
+    FreeRiderDetector,
+    leave_one_out_median_products,
+)
+
+D = 2000
+
+
+def _honest(rng: np.random.Generator, n: int, common: np.ndarray) -> np.ndarray:
+    # heterogeneous clients: a shared direction plus individual parts as large as it
+    return (common + rng.normal(size=(n, D)) * np.linalg.norm(common) / np.sqrt(D)).astype(
+        np.float32
+    )
+
+
+def _two_rounds(riders: dict[str, callable], seed: int = 0):
+    """Round 1: honest only. Round 2: honest plus the given free riders."""
+    rng = np.random.default_rng(seed)
+    detector = FreeRiderDetector(FreeRiderConfig(), D)
+    honest_ids = [f"h{i}" for i in range(10)]
+    first = _honest(rng, 10, rng.normal(size=D))
+    assert all(c.reason is None for c in detector.assess(first, honest_ids).values())
+    global_update = np.median(first, axis=0)
+    detector.record_global_update(global_update)
+    # the next round keeps part of the old direction and adds a new one
+    second = _honest(rng, 10, 0.5 * global_update + rng.normal(size=D))
+    context = {
+        "global": global_update,
+        "rng": rng,
+        "first": first,
+        "norm": np.linalg.norm(second[0]),
+    }
+    extra = np.stack([make(context) for make in riders.values()]).astype(np.float32)
+    cohort = np.concatenate([second, extra])
+    return detector.assess(cohort, honest_ids + list(riders))
+
+
+RIDERS = {
+    "zero": lambda c: np.zeros(D),
+    "noise": lambda c: c["rng"].normal(size=D) * c["norm"] / np.sqrt(D),
+    "replay": lambda c: c["global"],
+    "replay+noise": lambda c: (
+        c["global"] + c["rng"].normal(size=D) * 2 * np.linalg.norm(c["global"]) / np.sqrt(D)
+    ),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(RIDERS))
+def test_each_kind_of_free_rider_is_caught_and_no_honest_client_is(kind):
+    verdicts = _two_rounds({kind: RIDERS[kind]}, seed=1)
+    flagged = {c for c, v in verdicts.items() if v.reason}
+    assert flagged == {kind}, {c: v.reason for c, v in verdicts.items() if v.reason}
+
+
+def test_replay_of_own_update_is_caught():
+    rng = np.random.default_rng(3)
+    detector = FreeRiderDetector(FreeRiderConfig(), D)
+    ids = [f"h{i}" for i in range(8)]
+    first = _honest(rng, 8, rng.normal(size=D))
+    detector.assess(first, ids)
+    detector.record_global_update(np.median(first, axis=0))
+    second = _honest(rng, 8, rng.normal(size=D))
+    second[5] = first[5]
+    verdicts = detector.assess(second, ids)
+    assert "own previous update" in verdicts["h5"].reason
+    assert [c for c, v in verdicts.items() if v.reason] == ["h5"]
+
+
+def test_reasons_name_what_was_seen():
+    verdicts = _two_rounds(RIDERS)
+    assert verdicts["zero"].reason.startswith("zero update")
+    assert verdicts["noise"].reason.startswith("no contribution")
+    assert verdicts["replay"].reason.startswith("replay of the previous global update")
+    assert "fresh" in verdicts["replay+noise"].reason
+
+
+def test_sign_flipped_update_is_flagged_as_working_against_the_cohort():
+    rng = np.random.default_rng(4)
+    detector = FreeRiderDetector(FreeRiderConfig(), D)
+    cohort = _honest(rng, 9, rng.normal(size=D))
+    cohort[0] = -cohort[0]
+    verdicts = detector.assess(cohort, [f"c{i}" for i in range(9)])
+    assert verdicts["c0"].reason.startswith("works against the cohort")
+
+
+def test_leave_one_out_median_products_match_brute_force():
+    rng = np.random.default_rng(5)
+    for n in (3, 4, 7, 10):
+        x = rng.normal(size=(n, 50))
+        x[1] = x[0]  # ties
+        g = rng.normal(size=50)
+        g /= np.linalg.norm(g)
+        products = leave_one_out_median_products(x.astype(np.float32), g)
+        for i in range(n):
+            loo = np.median(np.delete(x.astype(np.float32).astype(np.float64), i, axis=0), axis=0)
+            u = x[i].astype(np.float32).astype(np.float64)
+            np.testing.assert_allclose(products["ul"][i], u @ loo, rtol=1e-9, atol=1e-9)
+            np.testing.assert_allclose(products["ll"][i], loo @ loo, rtol=1e-9)
+            np.testing.assert_allclose(products["ug"][i], u @ g, rtol=1e-9, atol=1e-12)
+            np.testing.assert_allclose(products["lg"][i], loo @ g, rtol=1e-9, atol=1e-12)
+
+
+def test_noise_tests_can_be_switched_off_for_local_dp():
+    rng = np.random.default_rng(6)
+    detector = FreeRiderDetector(FreeRiderConfig(detect_noise=False), D)
+    cohort = rng.normal(size=(6, D)).astype(
+        np.float32
+    )  # locally noised honest updates look like this
+    assert all(v.reason is None for v in detector.assess(cohort, list("abcdef")).values())
+
+
+def test_state_round_trips():
+    rng = np.random.default_rng(7)
+    detector = FreeRiderDetector(FreeRiderConfig(), D)
+    first = _honest(rng, 5, rng.normal(size=D))
+    detector.assess(first, list("abcde"))
+    detector.record_global_update(first.mean(0))
+    restored = FreeRiderDetector(FreeRiderConfig(), D, seed=99)
+    restored.load_state_dict(detector.state_dict())
+    replayed = _honest(rng, 5, rng.normal(size=D))
+    replayed[2] = first[2]
+    assert "own previous update" in restored.assess(replayed, list("abcde"))["c"].reason
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"noise_band": 0}, {"zero_norm_ratio": 1.5}, {"replay_cosine": 0}, {"sketch_size": 2}],
+)
+def test_absurd_settings_are_refused(kwargs):
+    with pytest.raises(ValueError):
+        FreeRiderConfig(**kwargs)
