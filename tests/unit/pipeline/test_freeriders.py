@@ -131,5 +131,5 @@ def test_state_round_trips():
     [{"noise_band": 0}, {"zero_norm_ratio": 1.5}, {"replay_cosine": 0}, {"sketch_size": 2}],
 )
 def test_absurd_settings_are_refused(kwargs):
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="must be"):
         FreeRiderConfig(**kwargs)

@@ -53,7 +53,8 @@ def test_row_norms_match_numpy_in_float64_across_blocks():
 def test_robust_z_survives_identical_values():
     assert np.all(robust_z(np.ones(7)) == 0)
     z = robust_z(np.array([1.0, 1.0, 1.0, 1.0, 5.0]))
-    assert z[-1] > 3.5 and np.all(z[:-1] == 0)
+    assert z[-1] > 3.5
+    assert np.all(z[:-1] == 0)
 
 
 def test_scaled_and_displaced_updates_are_outliers_honest_ones_are_not():
@@ -102,5 +103,5 @@ def test_stack_valid_refuses_unpaired_or_duplicate_ids():
     "kwargs", [{"max_norm": 0}, {"outlier_z": -1.0}, {"min_cohort_for_outliers": 2}]
 )
 def test_absurd_validation_settings_are_refused(kwargs):
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="must be"):
         ValidationConfig(**kwargs)
