@@ -264,12 +264,15 @@ def byzantine_count(n: int) -> int:
 F_RULE = "f = ⌊(n − 3)/4⌋ (the largest f Bulyan allows: n ≥ 4f + 3)"
 
 
-def params_for(name: str, n: int) -> dict[str, Any]:
-    """The parameters given to ours for aggregator ``name`` at cohort size ``n`` (Flower gets the
-    same f, trim fraction and m)."""
+def params_for(name: str, n: int, d: int) -> dict[str, Any]:
+    """The parameters given to ours for aggregator ``name`` at cohort size ``n`` and dimension
+    ``d`` (Flower gets the same f, trim fraction and m). Everything not listed is the default."""
     f = byzantine_count(n)
-    if name in ("krum", "bulyan"):
+    if name in ("krum", "bulyan", "geometric-median"):
         return {"f": f}
+    if name == "centered-clip":
+        # tau on the scale of the honest spread: ‖x_i − μ‖ ≈ √d for the inputs of make_updates
+        return {"f": f, "tau": round(math.sqrt(d), 3)}
     if name == "multi-krum":
         return {"f": f, "m": n - f}
     if name == "trimmed-mean":
@@ -279,6 +282,12 @@ def params_for(name: str, n: int) -> dict[str, Any]:
             beta = (f + 0.5) / n
         return {"beta": beta}
     return {}
+
+
+PARAMS_RULE = (
+    "krum, bulyan, geometric-median: f; multi-krum: f, m = n − f; trimmed-mean: beta = f/n per "
+    "side; centered-clip: f, tau = √d; fedavg and median: none; everything else the default"
+)
 
 
 def make_updates(
@@ -636,7 +645,7 @@ def run(
     env = _environment(flwr_version)
 
     plans = {
-        (name, n): _flower.baselines(name, params_for(name, n), n)
+        (name, n): _flower.baselines(name, params_for(name, n, 0), n)
         for name in names
         for n in clients
     }
@@ -707,7 +716,7 @@ def _run_case(
     cap: float,
     progress: _Progress,
 ) -> CaseResult:
-    params = params_for(name, n)
+    params = params_for(name, n, d)
     label = f"n={n} d={d} {name}"
     progress.step(f"{label}: ours")
     error: str | None = None
@@ -927,6 +936,7 @@ def to_markdown(result: BenchmarkResult) -> str:
         f"| flwr | {env.flwr} |",
         f"| seed, inputs | {result.seed}; {result.inputs} |",
         f"| f | {result.f_rule} |",
+        f"| parameters | {PARAMS_RULE} |",
         f"| repetitions | median of ≥ {result.repeat} (more for fast cases, ≤ "
         f"{result.max_seconds_per_case:g} s per implementation and case) |",
         f"| total time | {result.elapsed_seconds:g} s |",
