@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from fedwarden import __version__
-from fedwarden.commands import bench, privacy, simulate
+from fedwarden.commands import bench, pki, privacy, simulate
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -17,3 +17,4 @@ def main() -> None:
 main.add_command(privacy.privacy)
 main.add_command(simulate.simulate)
 main.add_command(bench.bench)
+main.add_command(pki.pki)
