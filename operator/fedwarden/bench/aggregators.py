@@ -126,6 +126,8 @@ class Agreement:
     agree: bool | None
     detail: str
     max_abs_diff: float | None = None
+    differing: int | None = None
+    """How many coordinates are not close (rtol 1e-5, atol 1e-5 · max(1, max |Flower|))."""
 
     def display(self) -> str:
         if not self.checked or self.agree is None:
@@ -432,7 +434,9 @@ def _agreement(
         return Agreement(True, False, f"shapes differ: {ours_arr.shape} vs {theirs.shape}")
     diff = float(np.max(np.abs(ours_arr - theirs))) if ours_arr.size else 0.0
     scale = max(1.0, float(np.max(np.abs(theirs))) if theirs.size else 1.0)
-    close = bool(np.allclose(ours_arr, theirs, rtol=1e-5, atol=1e-5 * scale))
+    near = np.isclose(ours_arr, theirs, rtol=1e-5, atol=1e-5 * scale)
+    differing = int(near.size - np.count_nonzero(near))
+    close = differing == 0
     if not baseline.same_definition:
         return Agreement(False, None, f"different rule (max |Δ| {diff:.2g})", diff)
     if name == "krum":
@@ -443,8 +447,14 @@ def _agreement(
             return Agreement(True, True, f"same index {i}{mark}", diff)
         return Agreement(True, False, f"ours picked {i}, Flower {j}{mark}", diff)
     if close:
-        return Agreement(True, True, f"max |Δ| {diff:.2g}", diff)
-    return Agreement(True, False, f"outputs differ, max |Δ| {diff:.3g}", diff)
+        return Agreement(True, True, f"max |Δ| {diff:.2g}", diff, 0)
+    return Agreement(
+        True,
+        False,
+        f"{differing} of {near.size} coordinates differ, max |Δ| {diff:.3g}",
+        diff,
+        differing,
+    )
 
 
 # --------------------------------------------------------------------------------------------
