@@ -58,6 +58,7 @@ from fedwarden.pki.identity import (
     identity_from_certificate,
 )
 from fedwarden.pki.keys import KEY_ALGORITHMS, KeyAlgorithm, generate_key
+from fedwarden.pki.reload import KeyPairWatcher
 from fedwarden.pki.revocation import REASONS, RevocationList, RevokedEntry
 from fedwarden.pki.rotation import (
     RenewalPolicy,
@@ -84,6 +85,7 @@ __all__ = [
     "InvalidInputError",
     "IssuedCertificate",
     "KeyAlgorithm",
+    "KeyPairWatcher",
     "PKIDirectory",
     "PKIError",
     "PeerVerifier",

@@ -5,7 +5,10 @@ import pytest
 from fedwarden.pki import (
     CertificateAuthority,
     CertificateProblem,
+    InvalidInputError,
+    KeyPairWatcher,
     RenewalPolicy,
+    TLSDirectory,
     TrainingPKI,
     TrustBundle,
     load_certificates,
@@ -14,6 +17,8 @@ from fedwarden.pki import (
     renewal_time,
     rotation_bundle,
     verify_certificate,
+    write_certificates,
+    write_private_key,
 )
 from fedwarden.pki.rotation import format_duration
 
@@ -119,3 +124,22 @@ def test_training_pki_rotation_in_two_steps(tmp_path, training):
     assert [crl.issuer for crl in store.revocations().crls] == [new.certificate.subject]
     with pytest.raises(CertificateProblem):
         verify_certificate(old_client, store.bundle())
+
+
+def test_the_server_key_pair_is_reloaded_only_when_a_matching_pair_is_in_place(tmp_path, ca):
+    first = ca.issue_server(["localhost"])
+    tls = TLSDirectory(tmp_path / "server")
+    tls.write(first.certificate, first.key, ca.cert_pem)
+    watcher = KeyPairWatcher(tls.cert, tls.key)
+    assert watcher.cert_pem == first.cert_pem
+    assert watcher.changed() is None
+
+    second = ca.issue_server(["localhost"])
+    write_certificates(tls.cert, second.certificate)  # half-way: the key is still the old one
+    with pytest.raises(InvalidInputError, match="is not the key of") as info:
+        watcher.changed()
+    assert info.value.reason == "key-mismatch"
+    assert watcher.cert_pem == first.cert_pem  # the old pair stays in use
+    write_private_key(tls.key, second.key)
+    assert watcher.changed() == (second.cert_pem, second.key_pem)
+    assert watcher.changed() is None
