@@ -48,6 +48,7 @@ from fedwarden.pipeline.errors import PrivacyBudgetExhaustedError
 Sampling = Literal["poisson", "fixed"]
 Relation = Literal["add-remove", "replace-one"]
 SAMPLINGS: tuple[Sampling, ...] = ("poisson", "fixed")
+RELATIONS: tuple[Relation, ...] = ("add-remove", "replace-one")
 
 Step = tuple[float, float, int]
 """One entry of an accountant's history: (noise_multiplier, sample_rate, steps)."""
@@ -578,6 +579,7 @@ def _calibrate(
 
 
 __all__ = [
+    "RELATIONS",
     "Accountant",
     "PLDAccountant",
     "PrivacyBudget",
