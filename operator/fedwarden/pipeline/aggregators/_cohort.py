@@ -1,0 +1,136 @@
+"""The rows an aggregator works on, as a lazy view of the validated client updates.
+
+A cohort's rows are fixed combinations ``mixing @ updates`` of the ``n`` updates: the identity
+for a plain call, a subset for Bulyan's second phase, bucket means or nearest-neighbour means
+after pre-aggregation. The mixed rows are never materialised: each pass builds one column block
+of them at a time, the geometry of the mixed rows follows from the updates' Gram matrix, and the
+final model is one combination of the original updates. Memory beyond the input stays
+O(n · block width + n²).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import numpy.typing as npt
+
+from fedwarden.pipeline.aggregators import _products as products
+from fedwarden.pipeline.aggregators._blocks import column_blocks
+from fedwarden.pipeline.aggregators._gram import Geometry
+
+FloatArray = npt.NDArray[np.floating]
+Float64Array = npt.NDArray[np.float64]
+IndexArray = npt.NDArray[np.intp]
+Rows = slice | IndexArray  # slice(None) for all of them
+
+
+class _Source:
+    """The validated ``(n, d)`` updates and their geometry, computed at most once per call."""
+
+    def __init__(self, updates: FloatArray) -> None:
+        self.updates = updates
+        self._geometry: Geometry | None = None
+
+    def rows(self, rows: Rows, columns: slice) -> FloatArray:
+        """``updates[rows, columns]``, a view when ``rows`` is a slice."""
+        if isinstance(rows, slice):
+            return self.updates[rows, columns]
+        # np.take, because numpy's mixed fancy-and-slice indexing was 7x slower here.
+        return np.take(self.updates[:, columns], rows, axis=0)
+
+    def geometry(self) -> Geometry:
+        if self._geometry is None:
+            self._geometry = Geometry.of(self.updates)
+        return self._geometry
+
+
+class Cohort:
+    """``k`` rows ``mixing @ updates`` (rows of ``mixing`` sum to 1), with optional weights."""
+
+    def __init__(
+        self,
+        source: _Source,
+        mixing: Float64Array,
+        picked: Rows | None,
+        weights: Float64Array | None,
+    ) -> None:
+        self._source = source
+        self._mixing = mixing
+        # When every row is one update (all of them or a subset), which ones: blocks are then
+        # plain copies in the input dtype, which numpy sorts about 4x faster than float64.
+        self._picked = picked
+        self.weights = weights
+
+    @classmethod
+    def of(cls, updates: FloatArray, weights: Float64Array | None) -> Cohort:
+        """The cohort of all rows of validated ``updates``."""
+        return cls(_Source(updates), np.eye(updates.shape[0]), slice(None), weights)
+
+    @property
+    def size(self) -> int:
+        """``k``, the number of rows."""
+        return int(self._mixing.shape[0])
+
+    @property
+    def dim(self) -> int:
+        return int(self._source.updates.shape[1])
+
+    def select(self, rows: IndexArray) -> Cohort:
+        """The sub-cohort of ``rows``, without weights (the rules that select ignore them)."""
+        picked = None
+        if self._picked is not None:
+            picked = np.arange(self._mixing.shape[1])[self._picked][rows]
+        return Cohort(self._source, self._mixing[rows], picked, None)
+
+    def mix(self, mixing: Float64Array) -> Cohort:
+        """The cohort of rows ``mixing @ self``; rows of ``mixing`` must sum to 1.
+
+        Weights are dropped: both pre-aggregations mix uniformly, as in their papers.
+        """
+        return Cohort(self._source, mixing @ self._mixing, None, None)
+
+    def geometry(self) -> Geometry:
+        """Inner products of this cohort's rows (see :mod:`._gram`)."""
+        source = self._source.geometry()
+        if self._picked is None:
+            return source.mixed(self._mixing)
+        if isinstance(self._picked, slice):
+            return source
+        rows = self._picked
+        return Geometry(source.gram[np.ix_(rows, rows)], source.offset[rows], source.offset_sq)
+
+    def sorted_blocks(self) -> Iterator[tuple[slice, FloatArray]]:
+        """For each column block, the ``(width, k)`` block of rows, each column sorted.
+
+        The block is transposed into a fresh C-contiguous array so that numpy's SIMD sort runs
+        along contiguous rows of ``k`` values (measured against ``np.partition`` and bottleneck
+        in docs/aggregators.md).
+        """
+        for columns in column_blocks(self.size, self.dim):
+            if self._picked is not None:
+                block = np.ascontiguousarray(self._source.rows(self._picked, columns).T)
+            else:
+                # Mixed rows stay float64: rounding them to the input dtype before sorting would
+                # be faster but moves ties, e.g. which value is closest to a median.
+                block = products.transposed_product(
+                    self._source.updates[:, columns].astype(np.float64), self._mixing
+                )
+            block.sort(axis=1)
+            yield columns, block
+
+    def combine(self, alpha: Float64Array) -> Float64Array:
+        """``Σ_a α_a y_a`` as a float64 vector of length ``d``, touching only rows it needs."""
+        coefficients = alpha @ self._mixing
+        used = np.flatnonzero(coefficients)
+        rows = slice(None) if used.size == len(coefficients) else used
+        out = np.zeros(self.dim)
+        if used.size == 0:
+            return out
+        weights = coefficients[used]
+        for columns in column_blocks(used.size, self.dim):
+            # einsum's own loop, not BLAS: casts to float64 on the fly and stays on one thread
+            # (see _gram._block_gram for why that matters on a shared node).
+            block = self._source.rows(rows, columns)
+            np.einsum("i,ij->j", weights, block, out=out[columns], dtype=np.float64)
+        return out
