@@ -4,10 +4,10 @@ import datetime as dt
 from pathlib import Path
 
 import pytest
-from conftest import CLIENT_EXTENSIONS, SERVER_EXTENSIONS
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
+from pki_openssl import CLIENT_EXTENSIONS, SERVER_EXTENSIONS
 
 from fedwarden.pki import (
     HINTS,

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import CLIENT_EXTENSIONS, SERVER_EXTENSIONS
+from pki_openssl import CLIENT_EXTENSIONS, SERVER_EXTENSIONS
 
 from fedwarden.pki import (
     CertificateProblem,
