@@ -150,16 +150,17 @@ def test_exhausted_privacy_budget_stops_training(digits) -> None:  # type: ignor
 
 def test_central_and_local_dp_run_and_account(digits) -> None:  # type: ignore[no-untyped-def]
     for mode in ("central", "local"):
-        privacy = PrivacyConfig(mode=mode, noise_multiplier=1.0)  # type: ignore[arg-type]
+        # (a large σ keeps the PLD accountant quick)
+        privacy = PrivacyConfig(mode=mode, noise_multiplier=3.0)  # type: ignore[arg-type]
         config = dataclasses.replace(
             SMALL,
             clients=20,
             clients_per_round=10,
-            rounds=3,
+            rounds=2,
             pipeline=dataclasses.replace(PipelineConfig.recommended(), privacy=privacy),
         )
         result = run_simulation(config, dataset=digits)
-        assert result.rounds_run == 3
+        assert result.rounds_run == 2
         assert result.epsilon > 0
         eps = [r.epsilon for r in result.rounds]
         assert eps == sorted(eps)
@@ -169,10 +170,10 @@ def test_central_and_local_dp_run_and_account(digits) -> None:  # type: ignore[n
 
 def test_with_dp_calibrates_for_a_target_epsilon(digits) -> None:  # type: ignore[no-untyped-def]
     config = dataclasses.replace(
-        SMALL, clients=20, clients_per_round=10, rounds=3, pipeline=PipelineConfig.recommended()
-    ).with_dp("central", target_epsilon=8.0)
+        SMALL, clients=20, clients_per_round=10, rounds=2, pipeline=PipelineConfig.recommended()
+    ).with_dp("central", target_epsilon=8.0, accountant="rdp")  # rdp: a quicker calibration
     assert config.effective_sampling == "poisson"
-    assert config.pipeline.privacy.rounds == 3
+    assert config.pipeline.privacy.rounds == 2
     assert config.pipeline.privacy.sample_rate == 0.5
     result = run_simulation(config, dataset=digits)
     assert result.noise_multiplier is not None
@@ -181,7 +182,7 @@ def test_with_dp_calibrates_for_a_target_epsilon(digits) -> None:  # type: ignor
 
 
 def test_dp_noise_is_seeded_unless_asked_otherwise(digits) -> None:  # type: ignore[no-untyped-def]
-    privacy = PrivacyConfig(mode="central", noise_multiplier=1.0)
+    privacy = PrivacyConfig(mode="central", noise_multiplier=3.0)
     config = dataclasses.replace(
         SMALL,
         rounds=2,
