@@ -275,7 +275,9 @@ class Pipeline:
             raise InvalidCohortError("empty cohort: no client sent an update this round")
         if weights is not None and len(weights) != len(client_ids):
             raise InvalidCohortError(f"{len(weights)} weights for {len(client_ids)} updates")
-        q = sample_rate if sample_rate is not None else self.config.privacy.sample_rate
+        q = self._accounted_sample_rate(
+            sample_rate if sample_rate is not None else self.config.privacy.sample_rate
+        )
         step_multiplier = self._accounted_multiplier()
         if self._budget is not None:
             if q is None:
@@ -306,16 +308,20 @@ class Pipeline:
         accepted_index = [i for i, c in enumerate(ids) if c not in refused]
         accepted = [ids[i] for i in accepted_index]
         newly_banned = self._settle_strikes(reporting, refused, accepted, round_number)
-        norms = row_norms(matrix[accepted_index]) if accepted_index else np.zeros(0)
         clip_norm = self._clipper.clip_norm if self._server_clips else None
 
         if self.config.privacy.mode == "central":
-            aggregate, noise_std, skipped = self._central_dp_aggregate(
+            aggregate, noise_std = self._central_dp_aggregate(
                 matrix, accepted_index, len(reporting)
             )
-            # refused clients count as zero updates in the clipping query too, as in aggregation
-            norms = np.concatenate([norms, np.zeros(len(reporting) - len(norms))])
+            skipped = None
+            # Each client's bit in the clipping-count query must depend on its own update
+            # alone (sensitivity ½ in Andrew et al.'s Theorem 1), refused or not: the raw norm
+            # of every valid update, and "above C" for an invalid one.
+            norms = np.full(len(reporting), np.finfo(np.float64).max)
+            norms[[reporting.index(c) for c in ids]] = row_norms(matrix)
         else:
+            norms = row_norms(matrix[accepted_index]) if accepted_index else np.zeros(0)
             accepted_weights = (
                 None if weights is None else self._accepted_weights(weights, client_ids, accepted)
             )
@@ -374,25 +380,25 @@ class Pipeline:
 
     def _central_dp_aggregate(
         self, matrix: npt.NDArray[np.float32], accepted_index: list[int], cohort_size: int
-    ) -> tuple[Float32Array, float, str | None]:
-        if cohort_size < self._aggregator.min_clients:
-            return (
-                np.zeros(self.dim, np.float32),
-                0.0,
-                f"{cohort_size} clients reported, {self.config.aggregator} needs at least "
-                f"{self._aggregator.min_clients}: round skipped, no privacy spent",
-            )
+    ) -> tuple[Float32Array, float]:
+        """Clip, aggregate and noise; every round releases a noised aggregate and spends.
+
+        Skipping a round because few clients took part would itself depend on the private
+        cohort size (Poisson sampling), so a small cohort is padded with zero rows up to the
+        aggregator's minimum instead: they are valid clipped updates, inside every bound.
+        """
         c = self._clipper.clip_norm
-        cohort = np.zeros((cohort_size, self.dim), dtype=np.float32)
+        rows = max(cohort_size, self._aggregator.min_clients)
+        cohort = np.zeros((rows, self.dim), dtype=np.float32)
         if accepted_index:
             cohort[: len(accepted_index)], _ = clip_to_norm(matrix[accepted_index], c)
         aggregate = self._aggregator(cohort, None).astype(np.float64)
         if self._fixed_denominator is not None:
-            aggregate *= cohort_size / self._fixed_denominator
-        sensitivity = self._sensitivity(self._denominator_clients(cohort_size))
+            aggregate *= rows / self._fixed_denominator
+        sensitivity = self._sensitivity(self._denominator_clients(rows))
         noise_std = self._main_query_multiplier() * sensitivity.l2
         noisy = add_gaussian_noise(aggregate, noise_std, self._rng)
-        return noisy.astype(np.float32), noise_std, None
+        return noisy.astype(np.float32), noise_std
 
     def _denominator_clients(self, cohort_size: int) -> int:
         """n for the sensitivity: the fixed denominator of DP-FedAvg, else the cohort's size."""
@@ -469,16 +475,18 @@ class Pipeline:
         return q * self.population
 
     def _count_noise_std(self) -> float:
-        """σ_b: the configured value, else the paper's expected cohort / 20, raised to σ.
+        """σ_b: the configured value, else the paper's expected cohort / 20, raised to a floor.
 
         The paper's m/20 assumes cohorts of hundreds; for small ones it leaves the update query
-        no budget (it needs 2σ_b > σ). At σ_b = σ the update's noise grows by 15%.
+        no budget (it needs 2σ_b > σ under add/remove, σ_b > σ under replace-one). The floor
+        (σ, or 2σ under replace-one) makes the update's noise 15% larger than σ alone.
         """
         configured = self.config.clipping.count_noise_multiplier
         if configured is not None:
             return configured
         assert self.noise_multiplier is not None
-        return max((self._expected_cohort() or 0.0) / 20.0, self.noise_multiplier)
+        floor = self.noise_multiplier * (1.0 if self._relation == "add-remove" else 2.0)
+        return max((self._expected_cohort() or 0.0) / 20.0, floor)
 
     def _main_query_multiplier(self) -> float:
         """σ for the update query: with private adaptive clipping, part of σ pays for the count."""
@@ -498,6 +506,13 @@ class Pipeline:
             return self.noise_multiplier / 2.0
         return self.noise_multiplier
 
+    def _accounted_sample_rate(self, sample_rate: float | None) -> float | None:
+        """q for the accountant. In local mode the aggregator sees who sent: no amplification
+        by sampling against it, so every round counts in full (q = 1) for every client."""
+        if self.config.privacy.mode == "local":
+            return 1.0
+        return sample_rate
+
     def state_dict(self) -> dict[str, Any]:
         """Everything a checkpoint needs to resume: round, clipping, accountant, strikes."""
         return {
@@ -507,6 +522,9 @@ class Pipeline:
             "strikes": self._ledger.state_dict(),
             "free_riders": self._free_riders.state_dict(),
             "noise_multiplier": self.noise_multiplier,
+            # Only a seeded (simulation) generator is saved: a CSPRNG-seeded one's state would
+            # let whoever reads the checkpoint predict the noise.
+            "rng": self._rng.bit_generator.state if self.seeded else None,
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -526,3 +544,5 @@ class Pipeline:
             self._budget.accountant.load_state_dict(state["accountant"])
         self._ledger.load_state_dict(state["strikes"])
         self._free_riders.load_state_dict(state["free_riders"])
+        if self.seeded and state.get("rng") is not None:
+            self._rng.bit_generator.state = state["rng"]

@@ -5,6 +5,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
+from fedwarden.pipeline.accounting import get_accountant
 from fedwarden.pipeline.errors import (
     InvalidCohortError,
     PrivacyBudgetExhaustedError,
@@ -174,6 +175,20 @@ def test_robust_aggregation_under_dp_pays_for_its_sensitivity():
     assert result.noise_std > 10 * fedavg_noise
 
 
+def test_a_small_dp_cohort_is_padded_and_spends_instead_of_skipping():
+    # skipping would reveal the (private) cohort size; the round releases a noised aggregate
+    config = PipelineConfig(
+        aggregator="trimmed-mean",
+        aggregator_params={"beta": 0.2},
+        clipping=ClippingConfig(mode="fixed", clip_norm=1.0),
+        privacy=PrivacyConfig(mode="central", noise_multiplier=1.0, sample_rate=0.1),
+    )
+    pipe = Pipeline(config, dim=D, population=20, seed=0)
+    result = pipe.run_round(np.ones((1, D), np.float32) / np.sqrt(D), ["lonely"])
+    assert result.skipped is None
+    assert result.epsilon > 0
+
+
 def test_central_dp_refuses_unclipped_updates():
     config = PipelineConfig(
         clipping=ClippingConfig(mode="none"),
@@ -197,7 +212,10 @@ def test_local_dp_accounts_without_clipping_the_noised_updates_again():
     result = pipe.run_round(noised, _ids(10))
     assert result.rejected == {}
     np.testing.assert_allclose(result.aggregate, noised.mean(0), rtol=1e-5, atol=1e-6)
-    assert result.epsilon > 0
+    # the aggregator sees who sent: no amplification by sampling, σ/2 per round in full
+    reference = get_accountant("pld")
+    reference.step(1.0, 1.0)
+    assert result.epsilon == pytest.approx(reference.epsilon(1e-5))
 
 
 def test_state_round_trips_so_a_restart_resumes_exactly():
@@ -223,6 +241,8 @@ def test_state_round_trips_so_a_restart_resumes_exactly():
     assert resumed.round == uninterrupted.round == 4
     assert resumed.epsilon == pytest.approx(uninterrupted.epsilon, rel=1e-9)
     assert resumed.state_dict()["strikes"] == uninterrupted.state_dict()["strikes"]
+    # a seeded simulation resumes the same noise stream, so even the adaptive C agrees
+    assert resumed.state_dict()["clipper"] == uninterrupted.state_dict()["clipper"]
 
 
 def test_client_weights_cannot_buy_influence_in_the_recommended_pipeline():
