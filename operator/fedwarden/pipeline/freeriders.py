@@ -7,19 +7,27 @@ Attacks on Model Aggregation in Federated Learning", AISTATS 2021). The tests he
 
 * **zero**: a norm below ``zero_norm_ratio`` times the cohort's median norm;
 * **replay of the global update**: cosine similarity to the previous round's global update of at
-  least ``replay_cosine``;
+  least ``global_replay_cosine``;
 * **replay of its own update**: cosine similarity of a fixed coordinate sample ("sketch") to the
-  sketch the same client sent last time of at least ``replay_cosine``;
+  sketch the same client sent last time of at least ``own_replay_cosine``. Only a (near-)exact
+  copy: late in a training on non-IID data an honest client's update barely changes between
+  rounds (cosines of 0.99 are common), so a looser test would ban honest clients;
 * **no contribution**: the cosine similarity to a robust reference direction is at noise level
-  or below. The reference is the coordinate-wise median of the *other* clients (leave-one-out,
-  so a client cannot make itself look aligned by being part of its own reference, which matters
-  for small cohorts). Random vectors in d dimensions have cosine ~ N(0, 1/d), so "noise level"
-  is ``noise_band / sqrt(d)``. A strongly negative cosine is flagged too: the update works
-  against the cohort;
-* **no fresh contribution**: the same test on what remains after removing the component along
-  the previous global update, which exposes a replay of it drowned in noise. It only judges
-  when the cohort itself has a fresh common direction (its median residual cosine clears twice
-  the noise band), so it abstains near convergence, when honest updates carry little new.
+  or below, and so is the cosine to the client's own previous update. The second condition
+  tells noise (fresh every round) from an honest client whose data is unlike the others' (its
+  update does not follow the cohort, but it follows itself). The reference is the
+  coordinate-wise median of the *other* clients (leave-one-out, so a client cannot make itself
+  look aligned by being part of its own reference, which matters for small cohorts). Random
+  vectors in d dimensions have cosine ~ N(0, 1/d), so "noise level" is ``noise_band / sqrt(d)``.
+  A client is judged from its second participation on;
+* **no fresh contribution**: the same two tests on what remains after removing the component
+  along the previous global update, which exposes a replay of it drowned in noise.
+
+The last two only judge when the cohort itself has a common direction (its median cosine clears
+twice the noise band). Near convergence on non-IID data honest updates pull towards their own
+local optima and stop agreeing with each other; the tests then abstain rather than call honest
+clients free riders. A free rider present from the start is caught in the early rounds, when
+the honest cohort agrees.
 """
 
 from __future__ import annotations
@@ -42,8 +50,9 @@ class FreeRiderConfig:
         enabled: run the tests at all.
         noise_band: a cosine within ``noise_band / sqrt(d)`` of zero counts as no contribution.
         zero_norm_ratio: a norm below this fraction of the cohort's median norm is a zero update.
-        replay_cosine: cosine at or above this to the previous global update, or to the client's
-            own previous update, is a replay.
+        global_replay_cosine: cosine at or above this to the previous global update is a replay.
+        own_replay_cosine: cosine at or above this to the client's own previous update (on the
+            sketch) is a replay; near 1, as honest updates can be very alike late in training.
         sketch_size: coordinates sampled to remember each client's last update.
         detect_noise: run the noise-level tests. Off in local-DP mode, where every honest update
             is itself mostly noise.
@@ -52,7 +61,8 @@ class FreeRiderConfig:
     enabled: bool = True
     noise_band: float = 4.0
     zero_norm_ratio: float = 1e-3
-    replay_cosine: float = 0.99
+    global_replay_cosine: float = 0.995
+    own_replay_cosine: float = 0.99999
     sketch_size: int = 4096
     detect_noise: bool = True
 
@@ -61,8 +71,10 @@ class FreeRiderConfig:
             raise ValueError(f"noise_band must be > 0, got {self.noise_band}")
         if not 0 < self.zero_norm_ratio < 1:
             raise ValueError(f"zero_norm_ratio must be in (0, 1), got {self.zero_norm_ratio}")
-        if not 0 < self.replay_cosine <= 1:
-            raise ValueError(f"replay_cosine must be in (0, 1], got {self.replay_cosine}")
+        for name in ("global_replay_cosine", "own_replay_cosine"):
+            value = getattr(self, name)
+            if not 0 < value <= 1:
+                raise ValueError(f"{name} must be in (0, 1], got {value}")
         if self.sketch_size < 16:
             raise ValueError(f"sketch_size must be >= 16, got {self.sketch_size}")
 
@@ -149,7 +161,7 @@ class FreeRiderDetector:
         if global_dir is not None:
             cos_global = _row_dots(updates, global_dir) / np.maximum(norms, 1e-300)
             for i in range(n):
-                if i not in reasons and cos_global[i] >= self.config.replay_cosine:
+                if i not in reasons and cos_global[i] >= self.config.global_replay_cosine:
                     reasons[i] = (
                         f"replay of the previous global update (cosine {cos_global[i]:.4f})"
                     )
@@ -159,29 +171,37 @@ class FreeRiderDetector:
             if i in reasons or previous is None:
                 continue
             cos_own = _cosine(sketches[i], previous)
-            if cos_own >= self.config.replay_cosine:
+            if cos_own >= self.config.own_replay_cosine:
                 reasons[i] = f"replay of its own previous update (cosine {cos_own:.4f})"
         cosines, fresh = self._reference_cosines(updates, norms, global_dir)
-        if self.config.detect_noise and n >= 3:
-            band = self.config.noise_band / np.sqrt(self.dim)
+        band = self.config.noise_band / np.sqrt(self.dim)
+        if self.config.detect_noise and n >= 3 and float(np.median(cosines)) > 2 * band:
+            own, own_fresh = self._own_coherence(sketches, client_ids, global_dir)
+            own_band = self.config.noise_band / np.sqrt(sketches.shape[1])
             fresh_judges = fresh is not None and float(np.median(fresh)) > 2 * band
             for i in range(n):
-                if i in reasons:
+                if i in reasons or own[i] is None or abs(own[i]) > own_band:
                     continue
-                if cosines[i] < -band:
+                if cosines[i] <= band:
                     reasons[i] = (
-                        f"works against the cohort: cosine {cosines[i]:.3f} to the direction "
-                        "of the other clients"
+                        f"no contribution: cosine {cosines[i]:.3f} to the cohort's direction "
+                        f"and {own[i]:.3f} to its own previous update, both at noise level"
                     )
-                elif cosines[i] <= band:
-                    reasons[i] = (
-                        f"no contribution: cosine {cosines[i]:.3f} to the cohort's direction is "
-                        f"at or below noise level {band:.3f}"
-                    )
-                elif fresh is not None and fresh_judges and fresh[i] <= band:
+            for i in range(n):
+                fresh_own = own_fresh[i]
+                if (
+                    i in reasons
+                    or fresh is None
+                    or not fresh_judges
+                    or fresh_own is None
+                    or abs(fresh_own) > own_band
+                ):
+                    continue
+                if fresh[i] <= band:
                     reasons[i] = (
                         f"no fresh contribution: beyond the previous global update, cosine "
-                        f"{fresh[i]:.3f} to the cohort's new direction is at noise level {band:.3f}"
+                        f"{fresh[i]:.3f} to the cohort's new direction and {fresh_own:.3f} to "
+                        "its own previous update, both at noise level"
                     )
         for i, client in enumerate(client_ids):
             self._sketches[client] = sketches[i]
@@ -205,6 +225,38 @@ class FreeRiderDetector:
             return None
         unit: npt.NDArray[np.float64] = self._previous_global / norm
         return unit
+
+    def _own_coherence(
+        self,
+        sketches: npt.NDArray[np.float32],
+        client_ids: list[str],
+        global_dir: npt.NDArray[np.float64] | None,
+    ) -> tuple[list[float | None], list[float | None]]:
+        """Cosine of each sketch to the same client's previous one, raw and with the global
+        direction removed from both; ``None`` for a client seen for the first time.
+
+        Noise is fresh every round, so a noise update does not resemble its predecessor; an
+        honest client's update, however unlike the others' (rare labels), resembles its own.
+        """
+        g = None if global_dir is None else global_dir[self._sketch_index]
+        if g is not None and float(np.linalg.norm(g)) > 0:
+            g = g / np.linalg.norm(g)
+        own: list[float | None] = []
+        own_fresh: list[float | None] = []
+        for i, client in enumerate(client_ids):
+            previous = self._sketches.get(client)
+            if previous is None:
+                own.append(None)
+                own_fresh.append(None)
+                continue
+            current = sketches[i].astype(np.float64)
+            before = previous.astype(np.float64)
+            own.append(_cosine(current, before))
+            if g is None:
+                own_fresh.append(None)
+            else:
+                own_fresh.append(_cosine(current - (current @ g) * g, before - (before @ g) * g))
+        return own, own_fresh
 
     @staticmethod
     def _reference_cosines(

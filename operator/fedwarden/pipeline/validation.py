@@ -4,10 +4,13 @@ Two stages. :func:`check_update` looks at one update alone: a 1-D float array of
 dimension, every value finite, and (optionally) an L2 norm below an absolute bound. It is what
 stops a corrupt, malformed or absurdly scaled update. :func:`cohort_outliers` then scores each
 update against the cohort with robust z-scores (the "modified z-score" of Iglewicz and Hoaglin,
-1993: 0.6745·(x − median)/MAD) of two statistics: the update's norm, and its distance to the
-coordinate-wise median of the cohort. Both use the median and MAD, which a minority of attackers
-cannot drag, so a poisoned update cannot hide by making the cohort look noisy. Only large values
-are outliers: a small norm is not an attack on the model (free-riding is judged separately).
+1993: 0.6745·(x − median)/MAD) of the logarithms of two statistics: the update's norm, and its
+distance to the coordinate-wise median of the cohort. Logarithms, because honest norms spread
+multiplicatively (a client with ten times the data takes ten times the local steps): on a log
+scale a ×50 boosted update still stands far out, a large honest client does not. Both use the
+median and MAD, which a minority of attackers cannot drag, so a poisoned update cannot hide by
+making the cohort look noisy. Only large values are outliers: a small norm is not an attack on
+the model (free-riding is judged separately).
 
 Updates crafted to stay inside the honest spread (e.g. "A Little Is Enough") pass validation by
 design; they are the robust aggregator's job.
@@ -134,8 +137,9 @@ def cohort_outliers(updates: npt.NDArray[np.floating], config: ValidationConfig)
     norms = row_norms(updates)
     median = aggregators.get("median")(updates).astype(np.float64)
     spread = distances_to(updates, median)
-    z_norm = robust_z(norms)
-    z_spread = robust_z(spread)
+    tiny = np.finfo(np.float64).tiny
+    z_norm = robust_z(np.log(norms + tiny))
+    z_spread = robust_z(np.log(spread + tiny))
     reasons: dict[int, str] = {}
     for i in range(n):
         if z_norm[i] > config.outlier_z:
