@@ -180,12 +180,13 @@ class FreeRiderDetector:
             own_band = self.config.noise_band / np.sqrt(sketches.shape[1])
             fresh_judges = fresh is not None and float(np.median(fresh)) > 2 * band
             for i in range(n):
-                if i in reasons or own[i] is None or abs(own[i]) > own_band:
+                own_cosine = own[i]
+                if i in reasons or own_cosine is None or abs(own_cosine) > own_band:
                     continue
                 if cosines[i] <= band:
                     reasons[i] = (
                         f"no contribution: cosine {cosines[i]:.3f} to the cohort's direction "
-                        f"and {own[i]:.3f} to its own previous update, both at noise level"
+                        f"and {own_cosine:.3f} to its own previous update, both at noise level"
                     )
             for i in range(n):
                 fresh_own = own_fresh[i]
