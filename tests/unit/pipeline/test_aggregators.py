@@ -271,3 +271,13 @@ def test_results_span_many_column_blocks() -> None:
     assert_matches_one(
         aggregators.get("krum", f=1)(updates), ref.krum_candidates(updates, 1, tol), updates
     )
+
+
+@pytest.mark.parametrize("name", aggregators.names())
+def test_two_workers_and_one_give_the_same_bits(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    updates = make_cohort(13, 150_001, "offset", seed=5)
+    params = {"fedavg": {}, "trimmed-mean": {"beta": 0.2, "f": 2}, "centered-clip": {"tau": 1.0}}
+    agg = aggregators.get(name, **params.get(name, {"f": 2}))
+    parallel = agg(updates)
+    monkeypatch.setattr("fedwarden.pipeline.aggregators._blocks._pool", lambda: None)
+    np.testing.assert_array_equal(agg(updates), parallel)

@@ -10,13 +10,13 @@ O(n · block width + n²).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import numpy.typing as npt
 
 from fedwarden.pipeline.aggregators import _products as products
-from fedwarden.pipeline.aggregators._blocks import column_blocks
+from fedwarden.pipeline.aggregators._blocks import in_halves
 from fedwarden.pipeline.aggregators._gram import Geometry
 
 FloatArray = npt.NDArray[np.floating]
@@ -100,37 +100,48 @@ class Cohort:
         rows = self._picked
         return Geometry(source.gram[np.ix_(rows, rows)], source.offset[rows], source.offset_sq)
 
-    def sorted_blocks(self) -> Iterator[tuple[slice, FloatArray]]:
-        """For each column block, the ``(width, k)`` block of rows, each column sorted.
+    def per_sorted_block(self, reduce: Callable[[FloatArray], Float64Array]) -> Float64Array:
+        """A length-``d`` vector: ``reduce`` of each column block of rows, columns sorted.
 
-        The block is transposed into a fresh C-contiguous array so that numpy's SIMD sort runs
-        along contiguous rows of ``k`` values (measured against ``np.partition`` and bottleneck
-        in docs/aggregators.md).
+        ``reduce`` gets a ``(width, k)`` block whose rows are sorted and returns ``width``
+        values. The block is transposed into a fresh C-contiguous array so that numpy's SIMD
+        sort runs along contiguous rows of ``k`` values (measured against ``np.partition`` and
+        bottleneck in docs/aggregators.md).
         """
-        for columns in column_blocks(self.size, self.dim):
-            if self._picked is not None:
-                block = np.ascontiguousarray(self._source.rows(self._picked, columns).T)
-            else:
-                # Mixed rows stay float64: rounding them to the input dtype before sorting would
-                # be faster but moves ties, e.g. which value is closest to a median.
-                block = products.transposed_product(
-                    self._source.updates[:, columns].astype(np.float64), self._mixing
-                )
-            block.sort(axis=1)
-            yield columns, block
+        out = np.empty(self.dim)
+
+        def run(blocks: Sequence[slice]) -> None:
+            for columns in blocks:
+                block = self._transposed_block(columns)
+                block.sort(axis=1)
+                out[columns] = reduce(block)
+
+        in_halves(run, self.size, self.dim)
+        return out
+
+    def _transposed_block(self, columns: slice) -> FloatArray:
+        if self._picked is not None:
+            return np.ascontiguousarray(self._source.rows(self._picked, columns).T)
+        # Mixed rows stay float64: rounding them to the input dtype before sorting would be
+        # faster but moves ties, e.g. which value is closest to a median.
+        block = self._source.updates[:, columns].astype(np.float64)
+        return products.transposed_product(block, self._mixing)
 
     def combine(self, alpha: Float64Array) -> Float64Array:
         """``Σ_a α_a y_a`` as a float64 vector of length ``d``, touching only rows it needs."""
         coefficients = alpha @ self._mixing
         used = np.flatnonzero(coefficients)
         rows = slice(None) if used.size == len(coefficients) else used
-        out = np.zeros(self.dim)
-        if used.size == 0:
-            return out
         weights = coefficients[used]
-        for columns in column_blocks(used.size, self.dim):
-            # einsum's own loop, not BLAS: casts to float64 on the fly and stays on one thread
-            # (see _gram._block_gram for why that matters on a shared node).
-            block = self._source.rows(rows, columns)
-            np.einsum("i,ij->j", weights, block, out=out[columns], dtype=np.float64)
+        out = np.zeros(self.dim)
+
+        def run(blocks: Sequence[slice]) -> None:
+            for columns in blocks:
+                block = self._source.rows(rows, columns)
+                # einsum's own loop, not BLAS: casts to float64 on the fly and stays on this
+                # thread (see _products for why that matters on a shared node).
+                np.einsum("i,ij->j", weights, block, out=out[columns], dtype=np.float64)
+
+        if used.size:
+            in_halves(run, used.size, self.dim)
         return out

@@ -14,13 +14,15 @@ the differences). Subtracting ``μ`` column by column *before* the product keeps
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
 
 from fedwarden.pipeline.aggregators import _products as products
-from fedwarden.pipeline.aggregators._blocks import column_blocks
+from fedwarden.pipeline.aggregators._blocks import in_halves
 
 Float64Array = npt.NDArray[np.float64]
 
@@ -37,17 +39,9 @@ class Geometry:
     def of(cls, updates: npt.NDArray[np.floating]) -> Geometry:
         """The geometry of the rows of ``updates``, centred at their column mean."""
         n, d = updates.shape
-        gram = np.zeros((n, n))
-        offset = np.zeros(n)
-        offset_sq = 0.0
-        for columns in column_blocks(n, d):
-            block = updates[:, columns].astype(np.float64)
-            mean = block.mean(axis=0)
-            block -= mean
-            gram += products.gram(block)
-            offset += np.einsum("ij,j->i", block, mean)
-            offset_sq += float(np.einsum("j,j->", mean, mean))
-        return cls(gram, offset, offset_sq)
+        halves = in_halves(functools.partial(_augmented_gram, updates), n + 1, d)
+        total = functools.reduce(np.add, halves)  # in column order: reproducible bits
+        return cls(total[:n, :n].copy(), total[:n, n].copy(), float(total[n, n]))
 
     def mixed(self, mixing: Float64Array) -> Geometry:
         """The geometry of the rows ``mixing @ y``; every row of ``mixing`` must sum to 1.
@@ -81,3 +75,21 @@ class Geometry:
             + spare * spare * self.offset_sq
         )
         return np.maximum(distances, 0.0)
+
+
+def _augmented_gram(updates: npt.NDArray[np.floating], blocks: Sequence[slice]) -> Float64Array:
+    """Over ``blocks``, the Gram matrix of the centred rows with the column mean appended.
+
+    One product gives ``Z Zᵀ``, ``Z μ`` and ``‖μ‖²`` together (a separate ``Z μ`` pass cost a
+    fifth of the whole).
+    """
+    n = updates.shape[0]
+    total = np.zeros((n + 1, n + 1))
+    for columns in blocks:
+        block = np.empty((n + 1, columns.stop - columns.start))
+        centred, mean = block[:n], block[n]
+        centred[...] = updates[:, columns]
+        centred.mean(axis=0, out=mean)
+        centred -= mean
+        total += products.gram(block)
+    return total

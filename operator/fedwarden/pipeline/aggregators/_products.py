@@ -5,7 +5,9 @@ then wait on each other. On a shared or CPU-limited node (a pod with a CPU quota
 every such product stalls on a descheduled thread: the Gram matrix of 50 × 1e6 updates took
 1-2.6 s that way against 0.2 s on one thread (docs/aggregators.md). Products below the threshold
 run on the calling thread, so these helpers cut the long dimension into slices of about that size
-and multiply them as one stacked batch, which numpy hands to BLAS slice by slice.
+and multiply them as one stacked batch, which numpy hands to BLAS slice by slice. For cohorts of
+more than about 64 clients each useful product is far above the threshold, and large enough for
+OpenBLAS's threads to pay off; those go to BLAS whole.
 """
 
 from __future__ import annotations
@@ -27,6 +29,10 @@ def gram(block: Float64Array) -> Float64Array:
     """``block @ block.T`` for an ``(n, width)`` block."""
     n, width = block.shape
     step = _slice_width(n * n, width)
+    if step < n:
+        # Beyond n ≈ 64 every useful slice exceeds the threshold; the stacked n × n results would
+        # also outgrow the block. One product, big enough to pay for OpenBLAS's threads.
+        return block @ block.T
     whole = width - width % step
     slices = block[:, :whole].reshape(n, whole // step, step).transpose(1, 0, 2)
     out: Float64Array = (slices @ slices.transpose(0, 2, 1)).sum(axis=0)

@@ -6,10 +6,12 @@ an aggregator never turns NaN, Inf or a shape mistake into a silently wrong mode
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import numpy.typing as npt
 
-from fedwarden.pipeline.aggregators._blocks import column_blocks
+from fedwarden.pipeline.aggregators._blocks import in_halves
 from fedwarden.pipeline.errors import InvalidCohortError
 
 FloatArray = npt.NDArray[np.floating]
@@ -55,14 +57,16 @@ def client_weights(weights: npt.ArrayLike | None, n: int) -> Float64Array | None
 
 
 def _require_finite(matrix: FloatArray) -> None:
-    # One summing pass is as cheap as mean(0) and allocates nothing: any NaN or Inf makes the
-    # sum non-finite. Only then is the exact (slower) check needed, because finite float16 or
+    # One summing pass per half is as cheap as mean(0) and allocates nothing: any NaN or Inf
+    # makes a sum non-finite. Only then is the exact check needed, because finite float16 or
     # float32 values can also overflow their own sum.
-    with np.errstate(over="ignore"):
-        if np.isfinite(matrix.sum()):
-            return
-    for columns in column_blocks(*matrix.shape):
-        if not np.isfinite(matrix[:, columns]).all():
-            raise InvalidCohortError(
-                "updates contain NaN or Inf; every coordinate must be a finite number"
-            )
+    def all_finite(blocks: Sequence[slice]) -> bool:
+        with np.errstate(over="ignore"):
+            if all(np.isfinite(matrix[:, columns].sum()) for columns in blocks):
+                return True
+        return all(np.isfinite(matrix[:, columns]).all() for columns in blocks)
+
+    if not all(in_halves(all_finite, *matrix.shape)):
+        raise InvalidCohortError(
+            "updates contain NaN or Inf; every coordinate must be a finite number"
+        )

@@ -21,6 +21,8 @@ claiming many examples.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import numpy.typing as npt
 
@@ -47,16 +49,17 @@ def closest_to_median_means(block: FloatArray, keep: int) -> Float64Array:
     The kept values are a window ``[s, s + keep)`` of the sorted row. Sliding it right from
     ``s`` swaps ``x[s]`` for ``x[s + keep]``, which pays while ``x[s]`` is strictly farther from
     the median (on a tie the smaller value stays); that comparison is monotone in ``s``, so the
-    start is the number of positions where it holds.
+    window starts after the prefix of positions where it holds. Positions below ``k − keep`` are
+    kept past that prefix, positions from ``keep`` on only within it, everything between always.
     """
     k = block.shape[1]
-    median = sorted_medians(block)[:, None]
     slack = k - keep
-    farther_below = median - block[:, :slack] > block[:, keep:] - median
-    start = np.count_nonzero(farther_below, axis=1)
-    offset = np.arange(k) - start[:, None]
-    kept = ((offset >= 0) & (offset < keep)).astype(block.dtype)
-    # A row-wise dot with the 0/1 mask: one pass, and 3x faster than take_along_axis here.
+    median = sorted_medians(block)[:, None]
+    slides = median - block[:, :slack] > block[:, keep:] - median
+    kept = np.ones(block.shape, dtype=block.dtype)
+    kept[:, :slack] = ~slides
+    kept[:, keep:] *= slides  # where both ranges overlap (keep < slack), both conditions hold
+    # A row-wise dot with the 0/1 mask: one float64 pass, 2x faster than gathering the window.
     means: Float64Array = np.einsum("ij,ij->i", kept, block, dtype=np.float64) / keep
     return means
 
@@ -78,7 +81,6 @@ class Bulyan(ByzantineRobust):
     def aggregate(self, cohort: Cohort) -> Float64Array:
         theta = cohort.size - 2 * self.f
         selected = cohort.select(repeated_krum(cohort.geometry().pairwise(), self.f, theta))
-        out = np.empty(cohort.dim)
-        for columns, block in selected.sorted_blocks():
-            out[columns] = closest_to_median_means(block, theta - 2 * self.f)
-        return out
+        return selected.per_sorted_block(
+            functools.partial(closest_to_median_means, keep=theta - 2 * self.f)
+        )

@@ -24,7 +24,8 @@ from fedwarden.pipeline.aggregators._cohort import Cohort
 def krum_scores(distances: Float64Array, neighbours: int) -> Float64Array:
     """For each row, the sum of its ``neighbours`` smallest squared distances to the others."""
     others = distances + np.diag(np.full(len(distances), np.inf))
-    scores: Float64Array = np.sort(others, axis=1)[:, :neighbours].sum(axis=1)
+    nearest = np.partition(others, neighbours - 1, axis=1)[:, :neighbours]
+    scores: Float64Array = nearest.sum(axis=1)
     return scores
 
 

@@ -43,7 +43,4 @@ class Median(ByzantineRobust):
         return f"n >= 2f + 1 = {self.min_clients} clients"
 
     def aggregate(self, cohort: Cohort) -> Float64Array:
-        out = np.empty(cohort.dim)
-        for columns, block in cohort.sorted_blocks():
-            out[columns] = sorted_medians(block)
-        return out
+        return cohort.per_sorted_block(sorted_medians)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from fedwarden.pipeline.aggregators import _params
-from fedwarden.pipeline.aggregators._base import ByzantineRobust, Float64Array
+from fedwarden.pipeline.aggregators._base import ByzantineRobust, Float64Array, FloatArray
 from fedwarden.pipeline.aggregators._cohort import Cohort
 
 
@@ -55,8 +55,9 @@ class TrimmedMean(ByzantineRobust):
     def aggregate(self, cohort: Cohort) -> Float64Array:
         n = cohort.size
         t = trimmed_count(self.beta, n)
-        out = np.empty(cohort.dim)
-        for columns, block in cohort.sorted_blocks():
-            out[columns] = block[:, t : n - t].sum(axis=1, dtype=np.float64)
-        out /= n - 2 * t
-        return out
+
+        def kept_mean(block: FloatArray) -> Float64Array:
+            kept: Float64Array = block[:, t : n - t].sum(axis=1, dtype=np.float64) / (n - 2 * t)
+            return kept
+
+        return cohort.per_sorted_block(kept_mean)
