@@ -1,0 +1,212 @@
+"""What a client trains: the :class:`Task` interface and the built-in tasks of the simulation.
+
+A task turns the global model into an update::
+
+    fit(global_params: np.ndarray, round: int) -> (update, num_examples, metrics)
+
+``update`` is a flat float32 vector of the model's size (what to *add* to the global model),
+``num_examples`` the number of local samples (a claim; robust aggregators do not let it buy
+influence) and ``metrics`` a dict of floats. Any object with ``num_parameters`` and ``fit`` is
+a task; :class:`fedwarden.client.flower.NumPyClientTask` wraps a Flower ``NumPyClient``.
+
+Built-in tasks come from :mod:`fedwarden.sim`: ``<dataset>-<model>`` with a data set of
+:data:`fedwarden.sim.datasets.DATASETS` (``digits``, ``breast-cancer``, ``wine``, ``mnist1d``) and
+a model of :data:`fedwarden.sim.models.MODELS` (``logreg``, ``mlp``), e.g. ``digits-logreg``. A
+client given ``--partition dirichlet:0.5 --client-index 3 --num-clients 10`` trains on shard 3 of
+the training set split the same way by every client (the split and the partition are seeded by
+``data_seed``, which every party of a training must share); the aggregator uses the same task
+for the initial model and to evaluate each round's model on the test set.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, NamedTuple, Protocol, runtime_checkable
+
+import numpy as np
+import numpy.typing as npt
+
+from fedwarden.sim.datasets import DATASETS, Dataset, load_dataset
+from fedwarden.sim.models import MODELS, Model, evaluate, local_sgd, make_model
+from fedwarden.sim.partition import PARTITIONS, partition
+
+F32 = npt.NDArray[np.float32]
+
+TASKS: tuple[str, ...] = tuple(f"{d}-{m}" for d in DATASETS for m in MODELS)
+"""The built-in task names."""
+
+
+class FitResult(NamedTuple):
+    """What :meth:`Task.fit` returns (a plain tuple works too)."""
+
+    update: F32
+    num_examples: int
+    metrics: dict[str, float]
+
+
+@runtime_checkable
+class Task(Protocol):
+    """Local training. See the module docstring."""
+
+    @property
+    def num_parameters(self) -> int: ...
+
+    def fit(
+        self, global_params: F32, round: int
+    ) -> FitResult | tuple[npt.NDArray[Any], int, dict[str, float]]: ...
+
+
+def split_task_name(name: str) -> tuple[str, str]:
+    """``"digits-logreg"`` -> ``("digits", "logreg")``; ``ValueError`` naming the choices."""
+    for model in MODELS:
+        suffix = f"-{model}"
+        if name.endswith(suffix) and name[: -len(suffix)] in DATASETS:
+            return name[: -len(suffix)], model
+    raise ValueError(f"unknown task {name!r}; choose one of: {', '.join(TASKS)}")
+
+
+@dataclass(frozen=True)
+class PartitionSpec:
+    """A partition scheme and its parameter, parsed from ``iid``, ``dirichlet:0.5``,
+    ``shards:2``."""
+
+    scheme: str = "iid"
+    alpha: float = 0.5
+    shards_per_client: int = 2
+
+    @classmethod
+    def parse(cls, text: str) -> PartitionSpec:
+        scheme, _, param = text.partition(":")
+        if scheme not in PARTITIONS:
+            raise ValueError(
+                f"unknown partition {text!r}; use iid, dirichlet:<alpha> or shards:<n>"
+            )
+        try:
+            if scheme == "dirichlet":
+                alpha = float(param) if param else 0.5
+                if not alpha > 0:
+                    raise ValueError
+                return cls(scheme, alpha=alpha)
+            if scheme == "shards":
+                shards = int(param) if param else 2
+                if shards < 1:
+                    raise ValueError
+                return cls(scheme, shards_per_client=shards)
+        except ValueError:
+            raise ValueError(
+                f"bad partition parameter in {text!r}: dirichlet takes alpha > 0, shards an "
+                "integer >= 1"
+            ) from None
+        if param:
+            raise ValueError(f"iid takes no parameter, got {text!r}")
+        return cls(scheme)
+
+
+class BuiltinTask:
+    """A built-in task of the simulation (see the module docstring).
+
+    Args:
+        name: ``<dataset>-<model>``.
+        partition: how the training set is split across ``num_clients`` clients.
+        client_index: this client's shard; ``None``: the whole training set (the aggregator's
+            view, for the initial model and evaluation).
+        num_clients: how many shards.
+        data_seed: seeds the train/test split and the partition; shared by the whole training.
+        local_epochs, lr, batch_size: local SGD.
+        hidden: hidden units of ``mlp``.
+        seed: seeds the client's SGD order; ``None`` draws from the OS.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        partition: str | PartitionSpec = "iid",
+        client_index: int | None = None,
+        num_clients: int = 1,
+        data_seed: int = 0,
+        local_epochs: int = 1,
+        lr: float = 0.1,
+        batch_size: int = 16,
+        hidden: int = 32,
+        seed: int | None = None,
+        dataset: Dataset | None = None,
+    ) -> None:
+        self.name = name
+        self.dataset_name, self.model_name = split_task_name(name)
+        if num_clients < 1:
+            raise ValueError(f"num_clients must be >= 1, got {num_clients}")
+        if client_index is not None and not 0 <= client_index < num_clients:
+            raise ValueError(
+                f"client index {client_index} is outside 0..{num_clients - 1} "
+                f"(--num-clients {num_clients})"
+            )
+        if local_epochs < 1 or batch_size < 1 or not lr > 0:
+            raise ValueError("local_epochs and batch_size must be >= 1 and lr > 0")
+        self.partition = (
+            partition if isinstance(partition, PartitionSpec) else PartitionSpec.parse(partition)
+        )
+        self.client_index = client_index
+        self.num_clients = num_clients
+        self.data_seed = data_seed
+        self.local_epochs, self.lr, self.batch_size = local_epochs, lr, batch_size
+        self.dataset = (
+            dataset if dataset is not None else load_dataset(self.dataset_name, seed=data_seed)
+        )
+        self.model: Model = make_model(
+            self.model_name, self.dataset.n_features, self.dataset.n_classes, hidden=hidden
+        )
+        if client_index is None:
+            self.x, self.y = self.dataset.x_train, self.dataset.y_train
+        else:
+            parts = partition_indices(self.dataset.y_train, num_clients, self.partition, data_seed)
+            idx = parts[client_index]
+            self.x, self.y = self.dataset.x_train[idx], self.dataset.y_train[idx]
+        self._rng = np.random.default_rng(seed)
+
+    @property
+    def num_parameters(self) -> int:
+        return int(self.model.dim)
+
+    @property
+    def num_examples(self) -> int:
+        return len(self.y)
+
+    def init_params(self, seed: int = 0) -> F32:
+        """The initial global model (seeded; every aggregator restart makes the same one)."""
+        return self.model.init(np.random.default_rng(seed)).astype(np.float32)
+
+    def fit(self, global_params: F32, round: int) -> FitResult:
+        params = np.asarray(global_params, dtype=np.float32)
+        new = local_sgd(
+            self.model,
+            params,
+            self.x,
+            self.y,
+            epochs=self.local_epochs,
+            lr=self.lr,
+            batch_size=self.batch_size,
+            rng=self._rng,
+        )
+        accuracy, loss = evaluate(self.model, new, self.x, self.y)
+        update = (new - params).astype(np.float32)
+        return FitResult(update, len(self.y), {"train_accuracy": accuracy, "train_loss": loss})
+
+    def evaluate(self, params: F32) -> dict[str, float]:
+        """Accuracy and loss of ``params`` on the test set."""
+        accuracy, loss = evaluate(self.model, params, self.dataset.x_test, self.dataset.y_test)
+        return {"accuracy": float(accuracy), "loss": float(loss)}
+
+
+def partition_indices(
+    labels: npt.ArrayLike, num_clients: int, spec: PartitionSpec, data_seed: int
+) -> list[npt.NDArray[np.intp]]:
+    """The partition every party of a training computes alike from ``data_seed``."""
+    return partition(
+        labels,
+        num_clients,
+        scheme=spec.scheme,
+        alpha=spec.alpha,
+        shards_per_client=spec.shards_per_client,
+        rng=np.random.default_rng([data_seed, 1]),
+    )
