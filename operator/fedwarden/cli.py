@@ -6,6 +6,8 @@ import click
 
 from fedwarden import __version__
 from fedwarden.commands import bench, pki, privacy, simulate
+from fedwarden.commands.aggregator import aggregator
+from fedwarden.commands.client import client
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -18,3 +20,5 @@ main.add_command(privacy.privacy)
 main.add_command(simulate.simulate)
 main.add_command(bench.bench)
 main.add_command(pki.pki)
+main.add_command(aggregator)
+main.add_command(client)

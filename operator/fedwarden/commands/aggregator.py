@@ -1,0 +1,529 @@
+"""``fedwarden aggregator``: the aggregator process (what the aggregator image runs).
+
+The logic lives in :mod:`fedwarden.aggregator`; this module turns options into an
+:class:`~fedwarden.aggregator.Aggregator`, runs it until the training ends and exits with a
+code that says how it ended.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from fedwarden.commands._common import console, emit_json, json_option
+
+EXIT_COMPLETED = 0
+EXIT_FAILED = 1
+EXIT_STOPPED = 3
+
+
+def _key_values(
+    ctx: click.Context, param: click.Parameter, values: tuple[str, ...]
+) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in values:
+        key, sep, raw = item.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or not key or not raw.strip():
+            raise click.BadParameter(f"{item!r} is not KEY=VALUE (for example beta=0.2)")
+        value: Any = raw.strip()
+        for convert in (int, float):
+            try:
+                value = convert(value)
+                break
+            except ValueError:
+                continue
+        out[key] = value
+    return out
+
+
+def _address(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    if value is None:
+        return None
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise click.BadParameter(f"{value!r} is not HOST:PORT (for example 127.0.0.1:8443)")
+    return value
+
+
+_PATH = click.Path(dir_okay=False, path_type=Path)
+_DIR = click.Path(file_okay=False, path_type=Path)
+
+
+@click.command()
+@click.option(
+    "--pki-dir",
+    type=_DIR,
+    default=None,
+    help="The training's CA directory (fedwarden pki init-ca): ca-bundle.crt, crl.pem, "
+    "server.crt/server.key unless --cert/--key; with ca.key, banned clients are revoked in "
+    "its crl.pem.",
+)
+@click.option(
+    "--tls-dir",
+    type=_DIR,
+    default=None,
+    help="A kubernetes.io/tls-shaped directory (tls.crt, tls.key, ca.crt) instead of --pki-dir.",
+)
+@click.option("--cert", type=_PATH, default=None, help="The server certificate (PEM).")
+@click.option("--key", type=_PATH, default=None, help="The server key (PEM).")
+@click.option("--ca", type=_PATH, default=None, help="The CA bundle clients are verified with.")
+@click.option("--crl", type=_PATH, default=None, help="The CRL file, reloaded when it changes.")
+@click.option(
+    "--listen",
+    default="127.0.0.1:8443",
+    show_default=True,
+    callback=_address,
+    help="gRPC address (port 0 picks a free port).",
+)
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(0, 65535),
+    default=None,
+    help="Serve /metrics, /healthz and /readyz over HTTP on this port (0 picks one).",
+)
+@click.option(
+    "--metrics-address",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address of the metrics and health server.",
+)
+@click.option("--rounds", type=click.IntRange(min=1), required=True, help="Rounds to complete.")
+@click.option(
+    "--fraction",
+    type=click.FloatRange(0, 1, min_open=True),
+    default=1.0,
+    show_default=True,
+    help="Share of available clients sampled per round (fixed), or the sampling probability q "
+    "(poisson).",
+)
+@click.option(
+    "--min-clients",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Least number of clients sampled per round (fixed sampling).",
+)
+@click.option(
+    "--min-available",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="A round starts once this many clients are available.",
+)
+@click.option(
+    "--sampling",
+    type=click.Choice(("fixed", "poisson")),
+    default=None,
+    help="fixed: a share of the available clients; poisson: each with probability --fraction "
+    "(what DP accounting assumes) [default: poisson with --dp, fixed without].",
+)
+@click.option(
+    "--round-timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=60.0,
+    show_default=True,
+    help="Seconds a round stays open; stragglers are dropped.",
+)
+@click.option(
+    "--seed",
+    type=int,
+    default=None,
+    help="Seed the client sampling (tests); by default it draws from the OS CSPRNG.",
+)
+@click.option(
+    "--training-uid",
+    default=None,
+    help="What envelopes must name [default: the training's SPIFFE ID from the CA].",
+)
+@click.option(
+    "--task",
+    default=None,
+    metavar="NAME",
+    help="Built-in task (dataset-model, e.g. digits-logreg): the initial model and the test-set "
+    "evaluation of each round.",
+)
+@click.option(
+    "--num-parameters",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Model size when there is no --task (the initial model is zeros).",
+)
+@click.option(
+    "--model-seed",
+    type=int,
+    default=0,
+    show_default=True,
+    help="Seed of the task's initial model.",
+)
+@click.option(
+    "--data-seed",
+    type=int,
+    default=0,
+    show_default=True,
+    help="Seed of the task's train/test split (shared by the training's clients).",
+)
+@click.option(
+    "--defence",
+    type=click.Choice(("recommended", "none")),
+    default="recommended",
+    show_default=True,
+    help="Starting point of the pipeline; the options below override parts of it.",
+)
+@click.option("--aggregator", default=None, metavar="NAME", help="Robust aggregator.")
+@click.option(
+    "--agg-param",
+    "agg_params",
+    multiple=True,
+    callback=_key_values,
+    metavar="KEY=VALUE",
+    help="Aggregator parameter, repeatable (f, beta, m, tau, preaggregation).",
+)
+@click.option(
+    "--clipping", type=click.Choice(("fixed", "adaptive", "none")), default=None, help="Clipping."
+)
+@click.option(
+    "--clip-norm", type=click.FloatRange(min=0, min_open=True), default=None, help="Clip norm C."
+)
+@click.option(
+    "--free-rider-detection/--no-free-rider-detection", default=None, help="Free-rider tests."
+)
+@click.option(
+    "--strikes-to-ban", type=click.IntRange(min=1), default=None, help="Strikes that ban."
+)
+@click.option(
+    "--dp",
+    type=click.Choice(("none", "central", "local")),
+    default="none",
+    show_default=True,
+    help="Differential privacy mode (local: clients clip and noise; the aggregator announces "
+    "C and σ and accounts).",
+)
+@click.option(
+    "--noise-multiplier", type=click.FloatRange(min=0, min_open=True), default=None, help="σ."
+)
+@click.option(
+    "--target-epsilon",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Privacy budget; training stops before a round would exceed it.",
+)
+@click.option(
+    "--delta",
+    type=click.FloatRange(0, 1, min_open=True, max_open=True),
+    default=1e-5,
+    show_default=True,
+    help="δ.",
+)
+@click.option("--accountant", type=click.Choice(("pld", "rdp")), default="pld", show_default=True)
+@click.option(
+    "--population",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Enrolled clients, for DP [default: the certificates in --pki-dir/clients, else "
+    "--min-available].",
+)
+@click.option(
+    "--noise-seed",
+    type=int,
+    default=None,
+    help="Seed the DP noise (tests only; reported). By default it comes from the OS CSPRNG.",
+)
+@click.option(
+    "--chunk-kib",
+    type=click.IntRange(1, 4096),
+    default=1024,
+    show_default=True,
+    help="Chunk size of streamed models and updates.",
+)
+@click.option(
+    "--max-update-mib",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Largest update accepted [default: the model's size].",
+)
+@click.option(
+    "--max-downloads-per-round",
+    type=click.IntRange(min=1),
+    default=2,
+    show_default=True,
+    help="Model downloads per sampled client and round; more are throttled and flagged.",
+)
+@click.option(
+    "--stall-timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=10.0,
+    show_default=True,
+    help="Seconds a stream may stay silent before it is cut.",
+)
+@click.option(
+    "--poll-timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=10.0,
+    show_default=True,
+    help="Seconds a long poll is held open.",
+)
+@click.option(
+    "--checkpoint-dir",
+    type=_DIR,
+    default=None,
+    help="Where the atomic checkpoint lives; a restart with the same options resumes from it.",
+)
+@click.option(
+    "--report-jsonl", type=_PATH, default=None, help="Append one JSON object per event here."
+)
+@click.option("--quiet", is_flag=True, help="No progress on the console.")
+@click.option(
+    "--log-level",
+    type=click.Choice(("debug", "info", "warning", "error")),
+    default="warning",
+    show_default=True,
+)
+@json_option
+def aggregator(**options: Any) -> None:
+    """Run a training's aggregator: mutual-TLS gRPC server, rounds, checkpoints.
+
+    Clients need a certificate of the training's CA; their identity is taken from it, every
+    update is verified against its signature before it is decoded, and each round goes through
+    fedwarden's pipeline. Exit codes: 0 the training ended (all rounds, or the privacy budget
+    is spent), 1 an error, 2 a usage mistake, 3 stopped before the end (run again with the
+    same options to resume from the checkpoint).
+
+    \b
+    Example:
+      fedwarden pki init-ca --training mnist --namespace team-a --out ca/
+      fedwarden pki server --ca-dir ca/ --dns localhost --ip 127.0.0.1 --out ca/server-tls/
+      fedwarden aggregator --pki-dir ca/ --cert ca/server-tls/tls.crt \\
+          --key ca/server-tls/tls.key --listen 127.0.0.1:8443 --rounds 20 \\
+          --task digits-logreg --min-available 5 --checkpoint-dir state/ \\
+          --report-jsonl state/report.jsonl --metrics-port 9090
+    """
+    logging.basicConfig(
+        level=options["log_level"].upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    from fedwarden.pki import PKIError
+
+    try:
+        agg = _build(options)
+    except click.ClickException:
+        raise
+    except (ValueError, OSError, PKIError) as exc:
+        raise click.ClickException(str(exc)) from exc
+
+    def _terminate(signum: int, frame: Any) -> None:
+        agg.stop(timeout=0)
+
+    signal.signal(signal.SIGTERM, _terminate)
+    try:
+        agg.start()
+    except (ValueError, OSError, PKIError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    if not options["quiet"]:
+        console.print(
+            f"listening on {agg.address}"
+            + (
+                f"; metrics on {options['metrics_address']}:{agg.metrics_port}"
+                if agg.metrics_port is not None
+                else ""
+            )
+        )
+    try:
+        while (result := agg.wait(0.5)) is None:
+            pass
+    except KeyboardInterrupt:
+        result = agg.stop()
+    except Exception as exc:
+        raise click.ClickException(f"the aggregator failed: {exc}") from exc
+    if result is None:
+        raise click.ClickException("the aggregator stopped without a result")
+    if options["as_json"]:
+        emit_json(
+            {
+                "status": result.status,
+                "message": result.message,
+                "rounds": result.rounds,
+                "epsilon": result.epsilon,
+                "delta": result.delta,
+                "banned": result.banned,
+                "metrics": result.metrics,
+                "fates": agg.fates(),
+                "counts": agg.metrics.snapshot(),
+            }
+        )
+    if result.status in ("completed", "budget-exhausted"):
+        sys.exit(EXIT_COMPLETED)
+    sys.exit(EXIT_STOPPED)
+
+
+def _population(options: dict[str, Any]) -> int:
+    if options["population"] is not None:
+        return int(options["population"])
+    if options["pki_dir"] is not None:
+        enrolled = list((Path(options["pki_dir"]) / "clients").glob("*.crt"))
+        if enrolled:
+            return len(enrolled)
+    return int(options["min_available"])
+
+
+def _pipeline_config(options: dict[str, Any], sampling: str) -> Any:
+    from fedwarden.pipeline.round import PipelineConfig, PrivacyConfig
+
+    base = (
+        PipelineConfig.recommended()
+        if options["defence"] == "recommended"
+        else PipelineConfig.plain_fedavg()
+    )
+    changes: dict[str, Any] = {}
+    if options["aggregator"] is not None or options["agg_params"]:
+        name = options["aggregator"] or base.aggregator
+        params = dict(base.aggregator_params) if name == base.aggregator else {}
+        params.update(options["agg_params"])
+        changes["aggregator"], changes["aggregator_params"] = name, params
+    clipping = {
+        k: v
+        for k, v in (("mode", options["clipping"]), ("clip_norm", options["clip_norm"]))
+        if v is not None
+    }
+    if clipping:
+        changes["clipping"] = dataclasses.replace(base.clipping, **clipping)
+    if options["free_rider_detection"] is not None:
+        changes["free_riders"] = dataclasses.replace(
+            base.free_riders, enabled=options["free_rider_detection"]
+        )
+    if options["strikes_to_ban"] is not None:
+        changes["strikes_to_ban"] = options["strikes_to_ban"]
+    if options["dp"] != "none":
+        changes["privacy"] = PrivacyConfig(
+            mode=options["dp"],
+            noise_multiplier=options["noise_multiplier"],
+            target_epsilon=options["target_epsilon"],
+            delta=options["delta"],
+            accountant=options["accountant"],
+            rounds=options["rounds"],
+            sample_rate=options["fraction"],
+            sampling="poisson",
+        )
+        if sampling != "poisson":
+            raise ValueError("--dp needs --sampling poisson (the accountant's sampling)")
+    elif options["target_epsilon"] is not None or options["noise_multiplier"] is not None:
+        raise ValueError("--target-epsilon and --noise-multiplier need --dp central or --dp local")
+    return dataclasses.replace(base, **changes) if changes else base
+
+
+def _tls(options: dict[str, Any]) -> Any:
+    from fedwarden.aggregator import ServerTLS
+
+    if options["pki_dir"] is not None:
+        tls = ServerTLS.from_pki_dir(options["pki_dir"], cert=options["cert"], key=options["key"])
+        if options["ca"] is not None or options["crl"] is not None:
+            tls = dataclasses.replace(
+                tls, ca=options["ca"] or tls.ca, crl=options["crl"] or tls.crl
+            )
+    elif options["tls_dir"] is not None:
+        tls = ServerTLS.from_tls_dir(options["tls_dir"], crl=options["crl"])
+    elif options["cert"] and options["key"] and options["ca"]:
+        tls = ServerTLS(options["cert"], options["key"], options["ca"], options["crl"])
+    else:
+        raise click.UsageError("give --pki-dir, --tls-dir, or --cert, --key and --ca")
+    tls.check()
+    return tls
+
+
+def _build(options: dict[str, Any]) -> Any:
+    import numpy as np
+
+    from fedwarden.aggregator import (
+        Aggregator,
+        AggregatorConfig,
+        ConsoleReporter,
+        CRLRevoker,
+        JsonlReporter,
+        LogOnlyRevoker,
+        Reporter,
+    )
+    from fedwarden.aggregator.config import Sampling
+    from fedwarden.aggregator.reporting import make_reporter
+    from fedwarden.client.tasks import BuiltinTask
+    from fedwarden.pipeline.round import Pipeline
+
+    tls = _tls(options)
+    sampling: Sampling = options["sampling"] or ("poisson" if options["dp"] != "none" else "fixed")
+    pipeline_config = _pipeline_config(options, sampling)
+    if options["task"] is not None:
+        task = BuiltinTask(options["task"], data_seed=options["data_seed"])
+        initial = task.init_params(options["model_seed"])
+        evaluator: Any = task.evaluate
+        if options["num_parameters"] not in (None, task.num_parameters):
+            raise ValueError(
+                f"--num-parameters {options['num_parameters']} but task {options['task']} has "
+                f"{task.num_parameters}"
+            )
+    elif options["num_parameters"] is not None:
+        initial = np.zeros(options["num_parameters"], dtype=np.float32)
+        evaluator = None
+    else:
+        raise click.UsageError("give --task (a built-in task) or --num-parameters")
+    pipeline = Pipeline(
+        pipeline_config,
+        dim=int(initial.size),
+        population=_population(options),
+        seed=options["noise_seed"],
+    )
+    announced: dict[str, Any] = {}
+    if options["task"] is not None:
+        announced.update(task=options["task"], data_seed=options["data_seed"])
+    if pipeline_config.privacy.mode == "local":
+        announced["local_dp"] = {
+            "clip_norm": pipeline_config.clipping.clip_norm,
+            "noise_multiplier": pipeline.noise_multiplier,
+        }
+    max_update = (
+        None if options["max_update_mib"] is None else int(options["max_update_mib"] * (1 << 20))
+    )
+    config = AggregatorConfig(
+        rounds=options["rounds"],
+        fraction=options["fraction"],
+        min_per_round=options["min_clients"],
+        min_available=options["min_available"],
+        sampling=sampling,
+        round_timeout=options["round_timeout"],
+        seed=options["seed"],
+        training_uid=options["training_uid"] or "",
+        task=announced,
+        chunk_bytes=options["chunk_kib"] * 1024,
+        max_update_bytes=max_update,
+        max_downloads_per_round=options["max_downloads_per_round"],
+        stall_timeout=options["stall_timeout"],
+        poll_timeout=options["poll_timeout"],
+    )
+    reporters: list[Reporter] = []
+    if not options["quiet"]:
+        reporters.append(ConsoleReporter(console))
+    if options["report_jsonl"] is not None:
+        reporters.append(JsonlReporter(options["report_jsonl"]))
+    can_revoke = tls.pki_dir is not None and (tls.pki_dir / "ca.key").exists()
+    metrics_listen = (
+        None
+        if options["metrics_port"] is None
+        else f"{options['metrics_address']}:{options['metrics_port']}"
+    )
+    return Aggregator(
+        config,
+        pipeline,
+        initial,
+        tls=tls,
+        listen=options["listen"],
+        revoker=CRLRevoker(tls.pki_dir) if can_revoke else LogOnlyRevoker(),
+        reporter=make_reporter(reporters) if reporters else Reporter(),
+        evaluator=evaluator,
+        checkpoint_dir=options["checkpoint_dir"],
+        metrics_listen=metrics_listen,
+    )
