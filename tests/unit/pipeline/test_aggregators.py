@@ -7,6 +7,8 @@ the aggregator's minimum (where hypothesis shrinks to), and ``d = 1`` is always 
 
 from __future__ import annotations
 
+import tracemalloc
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -281,3 +283,29 @@ def test_two_workers_and_one_give_the_same_bits(name: str, monkeypatch: pytest.M
     parallel = agg(updates)
     monkeypatch.setattr("fedwarden.pipeline.aggregators._blocks._pool", lambda: None)
     np.testing.assert_array_equal(agg(updates), parallel)
+
+
+@pytest.fixture(scope="module")
+def wide_cohort() -> np.ndarray:
+    # 24 × 400k float32 is 38 MB, a float64 copy 77 MB; the blocks of two workers take ~20 MB.
+    return make_cohort(24, 400_000, "normal", seed=2)
+
+
+@pytest.mark.parametrize(
+    ("name", "preaggregation"),
+    [(name, None) for name in aggregators.names()]
+    + [(name, mixer) for name in ("median", "krum") for mixer in ("nnm", "bucketing")],
+)
+def test_extra_memory_stays_below_the_input(
+    name: str, preaggregation: str | None, wide_cohort: np.ndarray
+) -> None:
+    params = {"fedavg": {}, "trimmed-mean": {"beta": 0.2, "f": 2}, "centered-clip": {"tau": 1.0}}
+    extra = {} if preaggregation is None else {"preaggregation": preaggregation}
+    agg = aggregators.get(name, **(params.get(name, {"f": 2}) | extra))
+    tracemalloc.start()
+    try:
+        agg(wide_cohort)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < wide_cohort.nbytes

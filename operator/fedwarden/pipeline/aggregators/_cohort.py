@@ -76,6 +76,12 @@ class Cohort:
     def dim(self) -> int:
         return int(self._source.updates.shape[1])
 
+    @property
+    def _block_rows(self) -> int:
+        # Blocks are sized for the rows a pass reads: a subset is gathered from, and mixed rows
+        # are computed from, blocks of all n updates.
+        return max(self.size, self._source.updates.shape[0])
+
     def select(self, rows: IndexArray) -> Cohort:
         """The sub-cohort of ``rows``, without weights (the rules that select ignore them)."""
         picked = None
@@ -116,7 +122,7 @@ class Cohort:
                 block.sort(axis=1)
                 out[columns] = reduce(block)
 
-        in_halves(run, self.size, self.dim)
+        in_halves(run, self._block_rows, self.dim)
         return out
 
     def _transposed_block(self, columns: slice) -> FloatArray:
@@ -143,5 +149,5 @@ class Cohort:
                 np.einsum("i,ij->j", weights, block, out=out[columns], dtype=np.float64)
 
         if used.size:
-            in_halves(run, used.size, self.dim)
+            in_halves(run, self._block_rows, self.dim)
         return out

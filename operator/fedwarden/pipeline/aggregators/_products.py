@@ -49,6 +49,6 @@ def transposed_product(block: Float64Array, mixing: Float64Array) -> Float64Arra
     whole = width - width % step
     out = np.empty((width, k))
     stacked = block.T[:whole].reshape(whole // step, step, n)
-    out[:whole] = (stacked @ mixing.T).reshape(whole, k)
+    np.matmul(stacked, mixing.T, out=out[:whole].reshape(whole // step, step, k))
     out[whole:] = block.T[whole:] @ mixing.T
     return out
