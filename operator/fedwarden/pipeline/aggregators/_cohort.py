@@ -80,7 +80,7 @@ class Cohort:
     def _block_rows(self) -> int:
         # Blocks are sized for the rows a pass reads: a subset is gathered from, and mixed rows
         # are computed from, blocks of all n updates.
-        return max(self.size, self._source.updates.shape[0])
+        return max(self.size, int(self._source.updates.shape[0]))
 
     def select(self, rows: IndexArray) -> Cohort:
         """The sub-cohort of ``rows``, without weights (the rules that select ignore them)."""
