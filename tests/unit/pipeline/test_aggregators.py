@@ -7,6 +7,8 @@ the aggregator's minimum (where hypothesis shrinks to), and ``d = 1`` is always 
 
 from __future__ import annotations
 
+import multiprocessing
+import os
 import tracemalloc
 
 import numpy as np
@@ -309,3 +311,23 @@ def test_extra_memory_stays_below_the_input(
     finally:
         tracemalloc.stop()
     assert peak < wide_cohort.nbytes
+
+
+def _median_in_child(updates: np.ndarray, queue: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
+    queue.put(aggregators.get("median")(updates))
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_forked_child_can_aggregate_after_the_parent_did() -> None:
+    updates = make_cohort(9, 150_001, "normal", seed=1)
+    expected = aggregators.get("median")(updates)  # the parent's worker threads now exist
+    context = multiprocessing.get_context("fork")
+    queue = context.Queue()
+    child = context.Process(target=_median_in_child, args=(updates, queue))
+    child.start()
+    try:
+        np.testing.assert_array_equal(queue.get(timeout=60), expected)
+    finally:
+        child.join(timeout=10)
+        if child.is_alive():
+            child.kill()

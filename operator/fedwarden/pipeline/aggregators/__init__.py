@@ -1,7 +1,7 @@
-"""Byzantine-robust aggregation of client updates, by name.
+"""Byzantine-robust aggregation of client updates, by name::
 
->>> agg = get("bulyan", f=2)
->>> model_update = agg(updates)            # updates: (n, d) float32; result: (d,) float32
+    agg = get("bulyan", f=2)
+    model_update = agg(updates)          # updates: (n, d) float32; result: (d,) float32
 
 ``get(name, **params)`` builds one of :func:`names` with its parameters; ``preaggregation="nnm"``
 or ``"bucketing"`` (with ``bucket_size`` and ``seed``) puts nearest-neighbour mixing or bucketing

@@ -54,3 +54,8 @@ def _pool() -> ThreadPoolExecutor | None:
     if cpus < 2:
         return None
     return ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="fedwarden-aggregate")
+
+
+# A forked child inherits the pool but not its threads, and would wait on them forever.
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_pool.cache_clear)
