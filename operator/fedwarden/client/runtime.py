@@ -246,9 +246,7 @@ def explain_handshake_failure(
 
 def _looks_like_tls(details: str) -> bool:
     lowered = details.lower()
-    return (
-        "handshake" in lowered or "ssl" in lowered or "tls" in lowered or "certificate" in lowered
-    )
+    return any(w in lowered for w in ("handshake", "ssl", "tls", "certificate", "verification"))
 
 
 class FederationClient:
@@ -280,6 +278,8 @@ class FederationClient:
         self._failing_since: float | None = None
         self._last_explained: str | None = None
         self._dp_rng = noise_generator(config.dp_seed)
+        self.last_problems: list[Problem] = []
+        """The specific reasons of the last failed handshake (``pki check``'s codes)."""
         self._channel_lock = threading.Lock()
 
     # --- the loop ------------------------------------------------------------------------
@@ -424,7 +424,12 @@ class FederationClient:
             log.error("the aggregator refused to let us join: %s", details)
             self._finish("failed", reason or "refused", details)
         if code == grpc.StatusCode.UNAVAILABLE and _looks_like_tls(details):
-            self._explain_tls(details)
+            self._explain_tls(details, probe=True)
+        elif code == grpc.StatusCode.UNAVAILABLE and "socket closed" in details.lower():
+            # a server that refuses our certificate closes the socket without a word (TLS 1.3);
+            # so does one that just died: name the cause only if our certificate has one
+            if not self._explain_tls(details, probe=False):
+                log.warning("the aggregator at %s closed the connection", self.config.server)
         elif code == grpc.StatusCode.UNAVAILABLE:
             log.warning("the aggregator at %s is unavailable: %s", self.config.server, details)
         else:
@@ -449,8 +454,10 @@ class FederationClient:
         self._close_channel()
         self._sleep(self._backoff.next())
 
-    def _explain_tls(self, details: str) -> None:
-        assert self._watcher is not None
+    def _explain_tls(self, details: str, *, probe: bool) -> bool:
+        """Log why the handshake failed; False when nothing specific was found."""
+        if self._watcher is None:
+            return False
         problems = explain_handshake_failure(
             details,
             ca_pem=self._ca_pem,
@@ -458,12 +465,17 @@ class FederationClient:
             key_pem=self._watcher.key_pem,
             server=self.config.server,
             server_name=self.config.server_name,
-            probe=self._last_explained is None,
+            probe=probe and self._last_explained is None,
         )
-        text = "; ".join(f"{p.code}: {p.message}" for p in problems)
+        named = [p for p in problems if p.code not in ("handshake-failed", "verify-failed")]
+        if not named and not probe:
+            return False
+        text = "; ".join(f"{p.code}: {p.message}" for p in named or problems)
+        self.last_problems = named or problems
         if text != self._last_explained:
             log.error("TLS handshake with %s failed: %s", self.config.server, text or details)
             self._last_explained = text
+        return True
 
     # --- calls ---------------------------------------------------------------------------
 
