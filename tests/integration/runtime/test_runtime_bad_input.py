@@ -144,7 +144,8 @@ def test_bad_input_is_refused_and_the_round_proceeds(runtime_pki: RuntimePKI) ->
         release.set()
         agg.stop()
     assert not errors, errors
-    assert result is not None and result.status == "completed"
+    assert result is not None
+    assert result.status == "completed"
 
     # each refused on the wire with its reason, as the client saw it
     for name, (_, reason) in BAD.items():
