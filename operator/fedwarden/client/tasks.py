@@ -98,7 +98,7 @@ class PartitionSpec:
                 "integer >= 1"
             ) from None
         if param:
-            raise ValueError(f"iid takes no parameter, got {text!r}")
+            raise ValueError(f"the iid partition takes no parameter, got {text!r}")
         return cls(scheme)
 
 
