@@ -1,0 +1,359 @@
+"""Processes for the runtime benchmark: each in its own session (so that it and everything it
+starts can be stopped as one process group), output captured to a log file, stopped with
+SIGTERM, then SIGKILL after a grace period; free loopback ports; waiting with a deadline.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+
+__all__ = [
+    "DeploymentError",
+    "ManagedProcess",
+    "MemoryGuard",
+    "ProcessSet",
+    "count_processes",
+    "free_ports",
+    "group_rss_mb",
+    "mem_available_mb",
+    "tail",
+    "terminate_on_sigterm",
+    "wait_for",
+]
+
+
+class DeploymentError(RuntimeError):
+    """A process of the benchmark failed to start, died, or a step did not finish in time.
+
+    ``logs`` maps a process name to the tail of its log, to show the cause.
+    """
+
+    def __init__(self, message: str, logs: Mapping[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.logs = dict(logs or {})
+
+    def __str__(self) -> str:
+        text = super().__str__()
+        for name, log in self.logs.items():
+            text += f"\n--- {name} (last lines) ---\n{log}"
+        return text
+
+
+def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
+    """``count`` distinct TCP ports that are free on ``host`` right now.
+
+    All sockets are held open until every port is found, so the ports differ; another process
+    could still take one before it is used, which then shows as a start-up failure.
+    """
+    sockets: list[socket.socket] = []
+    try:
+        for _ in range(count):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.bind((host, 0))
+            sockets.append(sock)
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def tail(path: Path, lines: int = 40, max_bytes: int = 64_000) -> str:
+    """The last ``lines`` lines of a text file (or a note that it is missing)."""
+    try:
+        with path.open("rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            size = fh.tell()
+            fh.seek(max(0, size - max_bytes))
+            data = fh.read()
+    except OSError as exc:
+        return f"(no log: {exc})"
+    text = data.decode("utf-8", errors="replace")
+    return "\n".join(text.splitlines()[-lines:])
+
+
+class ManagedProcess:
+    """One command in a new session, stdout and stderr appended to ``log``."""
+
+    def __init__(
+        self,
+        name: str,
+        argv: Sequence[str],
+        log: Path,
+        env: Mapping[str, str] | None = None,
+        cwd: Path | None = None,
+    ) -> None:
+        self.name = name
+        self.argv = list(argv)
+        self.log = log
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with log.open("ab") as out:
+            self.popen = subprocess.Popen(
+                self.argv,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=dict(env) if env is not None else None,
+                cwd=cwd,
+                start_new_session=True,
+            )
+        self.pid = self.popen.pid
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def returncode(self) -> int | None:
+        return self.popen.poll()
+
+    def tail(self, lines: int = 40) -> str:
+        return tail(self.log, lines)
+
+    def _signal_group(self, sig: signal.Signals) -> None:
+        # the session leader's pid is the group id; the group may outlive the leader
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.pid, sig)
+
+    def stop(self, grace: float = 10.0) -> None:
+        """SIGTERM to the whole process group, SIGKILL to what is left after ``grace``."""
+        self._signal_group(signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.popen.wait(timeout=grace)
+        # children (SuperExec, ClientApp and ServerApp processes) may still run: kill the group
+        self._signal_group(signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.popen.wait(timeout=5.0)
+
+
+class ProcessSet:
+    """Processes started for one deployment; :meth:`stop_all` stops them in reverse order.
+
+    ``clean_exit_ok``: :meth:`check_alive` does not count a process that exited with 0.
+    """
+
+    def __init__(
+        self, processes: Sequence[ManagedProcess] = (), clean_exit_ok: bool = False
+    ) -> None:
+        self.processes: list[ManagedProcess] = list(processes)
+        self.clean_exit_ok = clean_exit_ok
+
+    def start(
+        self,
+        name: str,
+        argv: Sequence[str],
+        log: Path,
+        env: Mapping[str, str] | None = None,
+        cwd: Path | None = None,
+    ) -> ManagedProcess:
+        proc = ManagedProcess(name, argv, log, env=env, cwd=cwd)
+        self.processes.append(proc)
+        return proc
+
+    def dead(self) -> list[ManagedProcess]:
+        return [
+            p
+            for p in self.processes
+            if not p.alive() and not (self.clean_exit_ok and p.returncode() == 0)
+        ]
+
+    def check_alive(self, what: str) -> None:
+        """Raise :class:`DeploymentError` naming any process that has exited."""
+        dead = self.dead()
+        if dead:
+            names = ", ".join(f"{p.name} (exit {p.returncode()})" for p in dead)
+            raise DeploymentError(f"{what}: {names} exited", {p.name: p.tail() for p in dead[:3]})
+
+    def tails(self, lines: int = 40, limit: int = 4) -> dict[str, str]:
+        return {p.name: p.tail(lines) for p in self.processes[:limit]}
+
+    def stop_all(self, grace: float = 10.0) -> None:
+        # SIGTERM everything first, so that stopping N processes takes one grace period
+        for proc in reversed(self.processes):
+            proc._signal_group(signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        for proc in reversed(self.processes):
+            remaining = max(0.0, deadline - time.monotonic())
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.popen.wait(timeout=remaining)
+        for proc in reversed(self.processes):
+            proc.stop(grace=0.0)
+
+    def __enter__(self) -> ProcessSet:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop_all()
+
+
+def mem_available_mb() -> float | None:
+    """``MemAvailable`` of ``/proc/meminfo`` in MiB (Linux); ``None`` elsewhere."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) / 1024.0
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+class MemoryGuard:
+    """Stops a deployment before it starves the machine (other work shares it).
+
+    Called while waiting; every ``interval`` seconds it reads the system's available memory
+    and raises :class:`DeploymentError` when less than ``reserve_mb`` is left. Every
+    ``rss_interval`` seconds it also sums the deployment's resident memory; the largest sum
+    seen is ``peak_rss_mb`` (a sample, so a lower bound of the true peak).
+    """
+
+    def __init__(
+        self,
+        processes: ProcessSet,
+        reserve_mb: float | None = None,
+        interval: float = 1.0,
+        rss_interval: float = 5.0,
+    ) -> None:
+        self.processes = processes
+        total = None
+        with (
+            contextlib.suppress(OSError, ValueError, IndexError),
+            open("/proc/meminfo", encoding="ascii") as fh,
+        ):
+            total = int(fh.readline().split()[1]) / 1024.0
+        # keep 2 GiB or a tenth of the machine free, whichever is more
+        self.reserve_mb = (
+            reserve_mb if reserve_mb is not None else max(2048.0, 0.1 * (total or 0.0))
+        )
+        self.interval = interval
+        self.rss_interval = rss_interval
+        self.low_mb: float | None = None
+        self.peak_rss_mb: float | None = None
+        self._next = 0.0
+        self._next_rss = 0.0
+
+    def sample_rss(self) -> None:
+        rss = group_rss_mb(self.processes)
+        if rss is not None:
+            self.peak_rss_mb = rss if self.peak_rss_mb is None else max(self.peak_rss_mb, rss)
+
+    def __call__(self) -> None:
+        now = time.monotonic()
+        if now >= self._next_rss:
+            self._next_rss = now + self.rss_interval
+            self.sample_rss()
+        if now < self._next:
+            return
+        self._next = now + self.interval
+        available = mem_available_mb()
+        if available is None:
+            return
+        self.low_mb = available if self.low_mb is None else min(self.low_mb, available)
+        if available < self.reserve_mb:
+            used = group_rss_mb(self.processes)
+            raise DeploymentError(
+                f"memory guard: only {available:.0f} MiB of memory left on this machine "
+                f"(the deployment holds {used or 0:.0f} MiB resident in "
+                f"{count_processes(self.processes)} processes); stopped to protect other work",
+                self.processes.tails(lines=15, limit=3),
+            )
+
+
+def wait_for(
+    condition: Callable[[], bool],
+    timeout: float,
+    what: str,
+    processes: ProcessSet | None = None,
+    interval: float = 0.2,
+    guard: Callable[[], None] | None = None,
+) -> float:
+    """Wait until ``condition()`` holds; return the seconds waited.
+
+    Raises :class:`DeploymentError` when ``timeout`` passes first, when one of ``processes``
+    exits meanwhile, or when ``guard()`` raises it.
+    """
+    start = time.monotonic()
+    deadline = start + timeout
+    while True:
+        if condition():
+            return time.monotonic() - start
+        if processes is not None:
+            processes.check_alive(f"while waiting for {what}")
+        if guard is not None:
+            guard()
+        if time.monotonic() >= deadline:
+            raise DeploymentError(
+                f"timed out after {timeout:g} s waiting for {what}",
+                processes.tails() if processes is not None else None,
+            )
+        time.sleep(interval)
+
+
+def _session_of(pid: int) -> int | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # the command name is in parentheses and may hold spaces: split after the last ')'
+    fields = stat[stat.rfind(")") + 2 :].split()
+    try:
+        return int(fields[3])  # state ppid pgrp session
+    except (IndexError, ValueError):
+        return None
+
+
+def _session_members(processes: ProcessSet) -> list[Path]:
+    sessions = {p.pid for p in processes.processes}
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return []
+    return [
+        entry
+        for entry in proc.iterdir()
+        if entry.name.isdigit() and _session_of(int(entry.name)) in sessions
+    ]
+
+
+def count_processes(processes: ProcessSet) -> int:
+    """How many processes the sessions of ``processes`` hold (Linux only)."""
+    return len(_session_members(processes))
+
+
+def group_rss_mb(processes: ProcessSet) -> float | None:
+    """Resident memory (MiB) of every process in the sessions of ``processes`` (Linux only)."""
+    if not Path("/proc").is_dir():
+        return None
+    total_kb = 0
+    for entry in _session_members(processes):
+        try:
+            for line in (entry / "status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total_kb += int(line.split()[1])
+                    break
+        except (OSError, ValueError, IndexError):
+            continue
+    return total_kb / 1024.0
+
+
+@contextlib.contextmanager
+def terminate_on_sigterm() -> Iterator[None]:
+    """Turn SIGTERM into ``SystemExit`` for the duration, so that ``finally`` blocks stop the
+    processes started so far (only in the main thread; elsewhere it does nothing)."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
