@@ -14,6 +14,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from fedwarden.commands._common import console, emit_json, json_option, user_errors
+from fedwarden.commands.bench_runtime import runtime
 
 
 def _int_list(minimum: int) -> Any:
@@ -196,3 +197,6 @@ def _print_table(result: Any) -> None:
     for t in result.targets:
         mark = {True: "[green]pass[/]", False: "[red]FAIL[/]", None: "[yellow]n/a[/]"}[t.passed]
         console.print(f"target {t.aggregator}: {t.detail}: {mark}")
+
+
+bench.add_command(runtime)
