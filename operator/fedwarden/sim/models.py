@@ -11,10 +11,12 @@ finite differences.
 
 :func:`local_sgd` is a client's local training: ``epochs`` passes of mini-batch SGD over its
 shuffled data with a fixed learning rate (FedAvg's ClientUpdate, McMahan et al. 2017).
+:func:`dp_sgd` is the same with example-level differential privacy (Abadi et al. 2016).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -240,3 +242,71 @@ def evaluate(
         loss, _ = _softmax_xent(logits.astype(np.float64), np.asarray(y))
     acc = float(np.mean(np.argmax(logits, axis=1) == y))
     return acc, loss if np.isfinite(loss) else float("inf")
+
+
+@dataclass(frozen=True)
+class DPSGDConfig:
+    """Example-level differential privacy for a client's local training (DP-SGD).
+
+    Attributes:
+        clip_norm: C, the L2 bound on each example's gradient.
+        noise_multiplier: σ; each step adds N(0, (σC)²) to the sum of clipped gradients.
+        sample_rate: q, the probability that an example is in a step's batch (Poisson
+            sampling, which the accountant assumes). A pass over the data is ⌈1/q⌉ steps.
+    """
+
+    clip_norm: float
+    noise_multiplier: float
+    sample_rate: float
+
+    def __post_init__(self) -> None:
+        if not self.clip_norm > 0:
+            raise ValueError(f"clip_norm must be > 0, got {self.clip_norm}")
+        if not self.noise_multiplier >= 0:
+            raise ValueError(f"noise_multiplier must be >= 0, got {self.noise_multiplier}")
+        if not 0 < self.sample_rate <= 1:
+            raise ValueError(f"sample_rate must be in (0, 1], got {self.sample_rate}")
+
+    def steps_per_epoch(self) -> int:
+        return math.ceil(1.0 / self.sample_rate)
+
+
+def dp_sgd(
+    model: Model,
+    params: npt.NDArray[np.float32],
+    x: npt.NDArray[np.floating],
+    y: npt.NDArray[np.integer],
+    *,
+    epochs: int,
+    lr: float,
+    config: DPSGDConfig,
+    rng: np.random.Generator,
+) -> tuple[npt.NDArray[np.float32], int]:
+    """DP-SGD (Abadi et al., "Deep Learning with Differential Privacy", CCS 2016) from ``params``.
+
+    Each step draws a Poisson batch (every example independently with probability q), clips each
+    example's gradient to C, adds N(0, (σC)²) to their sum and divides by the *expected* batch
+    size q·n, so that neither the noise nor the step depends on how many examples were drawn.
+    Returns the new parameters and the number of steps taken, which the client's accountant
+    composes with (σ, q). ``rng`` drives the sampling and the noise: pass a generator seeded
+    from the OS CSPRNG (:func:`fedwarden.pipeline.dp.noise_generator`) outside tests.
+    """
+    if epochs < 1 or not lr > 0:
+        raise ValueError(f"need epochs >= 1 and lr > 0, got {epochs}, {lr}")
+    w = np.array(params, copy=True)
+    n = len(y)
+    if n == 0:
+        return w, 0
+    expected_batch = config.sample_rate * n
+    steps = epochs * config.steps_per_epoch()
+    for _ in range(steps):
+        batch = np.flatnonzero(rng.random(n) < config.sample_rate)
+        total = np.zeros(w.shape, dtype=np.float64)
+        for i in batch:
+            _, grad = model.loss_and_grad(w, x[i : i + 1], y[i : i + 1])
+            norm = float(np.linalg.norm(grad))
+            total += grad * min(1.0, config.clip_norm / norm) if norm > 0 else 0.0
+        if config.noise_multiplier > 0:
+            total += rng.normal(0.0, config.noise_multiplier * config.clip_norm, size=w.shape)
+        w -= (lr * total / expected_batch).astype(w.dtype)
+    return w, steps
