@@ -257,7 +257,7 @@ class Aggregator:
         self._revocations: list[dict[str, Any]] = []
         self._told_done: set[str] = set()
         self._attempts: Counter[int] = Counter()
-        self._lock = threading.Lock()  # guards _fates for readers on other threads
+        self._lock = threading.RLock()  # guards _fates for readers on other threads
         self._ready = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._changed: asyncio.Event | None = None

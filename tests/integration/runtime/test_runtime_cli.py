@@ -1,0 +1,152 @@
+"""``fedwarden aggregator`` and ``fedwarden client`` as processes: help, clean errors, exit codes,
+and a short training between separate processes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from click.testing import CliRunner
+from runtime_helpers import RuntimePKI, free_port, make_aggregator
+
+from fedwarden.cli import main
+
+RUN = [sys.executable, "-c", "from fedwarden.cli import main; main()"]
+
+
+def test_help_and_usage_errors(tmp_path: Path) -> None:
+    runner = CliRunner()
+    for command in ("aggregator", "client"):
+        result = runner.invoke(main, [command, "--help"])
+        assert result.exit_code == 0
+        assert "Exit codes" in result.output
+    result = runner.invoke(main, ["aggregator", "--rounds", "1", "--task", "digits-logreg"])
+    assert result.exit_code == 2
+    assert "--pki-dir" in result.output
+    result = runner.invoke(
+        main, ["aggregator", "--rounds", "1", "--pki-dir", str(tmp_path), "--task", "x"]
+    )
+    assert result.exit_code == 1
+    assert "does not exist" in result.output
+    assert "Traceback" not in result.output
+    result = runner.invoke(main, ["client", "--server", "127.0.0.1:1", "--task", "digits-logreg"])
+    assert result.exit_code == 2
+    result = runner.invoke(
+        main,
+        [
+            "client",
+            "--tls-dir",
+            str(tmp_path),
+            "--server",
+            "127.0.0.1:1",
+            "--task",
+            "digits-logreg",
+        ],
+    )
+    assert result.exit_code == 1
+    assert "does not exist" in result.output
+
+
+def test_bad_settings_are_clean_errors(runtime_pki: RuntimePKI) -> None:
+    runner = CliRunner()
+    base = ["aggregator", "--pki-dir", str(runtime_pki.ca_dir), "--rounds", "1"]
+    result = runner.invoke(main, [*base, "--task", "digits-cnn"])
+    assert result.exit_code == 1
+    assert "unknown task" in result.output
+    result = runner.invoke(main, [*base, "--task", "digits-logreg", "--noise-multiplier", "1"])
+    assert result.exit_code == 1
+    assert "need --dp" in result.output
+    result = runner.invoke(
+        main,
+        [
+            *base,
+            "--task",
+            "digits-logreg",
+            "--dp",
+            "central",
+            "--sampling",
+            "fixed",
+            "--noise-multiplier",
+            "1",
+        ],
+    )
+    assert result.exit_code == 1
+    assert "poisson" in result.output
+
+
+def test_processes_train_and_a_revoked_client_exits_3(runtime_pki: RuntimePKI) -> None:
+    port = free_port()
+    names = ["site-0", "site-1"]
+    dirs = [runtime_pki.client(n).root for n in names]
+    revoked = runtime_pki.client("site-9").root
+    runtime_pki.pki.revoke_client("site-9", "key-compromise")
+    aggregator = subprocess.Popen(
+        [*RUN, "aggregator", "--pki-dir", str(runtime_pki.ca_dir), "--listen",
+         f"127.0.0.1:{port}", "--rounds", "2", "--task", "digits-logreg", "--min-available", "2",
+         "--poll-timeout", "1", "--quiet", "--json"],
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    clients = [
+        subprocess.Popen(
+            [
+                *RUN,
+                "client",
+                "--tls-dir",
+                str(d),
+                "--server",
+                f"127.0.0.1:{port}",
+                "--task",
+                "digits-logreg",
+                "--partition",
+                "iid",
+                "--client-index",
+                str(i),
+                "--num-clients",
+                "2",
+                "--json",
+                "--backoff-max",
+                "0.5",
+                "--give-up-after",
+                "60",
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        for i, d in enumerate(dirs)
+    ]
+    try:
+        outputs = [c.communicate(timeout=180) for c in clients]
+        agg_out, agg_err = aggregator.communicate(timeout=180)
+    finally:
+        for p in (aggregator, *clients):
+            if p.poll() is None:
+                p.kill()
+    assert aggregator.returncode == 0, agg_err.decode()[-2000:]
+    summary = json.loads(agg_out)
+    assert summary["status"] == "completed"
+    assert summary["rounds"] == 2
+    assert summary["fates"]["site-0"]["aggregated"] == 2
+    for client, (out, err) in zip(clients, outputs, strict=True):
+        assert client.returncode == 0, err.decode()[-2000:]
+        result = json.loads(out)
+        assert result["status"] == "done"
+        assert [r["status"] for r in result["rounds"]] == ["accepted", "accepted"]
+
+    # a revoked client against a running aggregator: refused, with the reason, exit code 3
+    agg, _ = make_aggregator(runtime_pki, rounds=1, min_available=5, dim=4)
+    try:
+        done = subprocess.run(
+            [*RUN, "client", "--tls-dir", str(revoked), "--server", f"127.0.0.1:{agg.port}",
+             "--task", "digits-logreg", "--json"],
+            stdin=subprocess.DEVNULL, capture_output=True, timeout=120, check=False,
+        )  # fmt: skip
+    finally:
+        agg.stop()
+    assert done.returncode == 3, done.stderr.decode()[-2000:]
+    result = json.loads(done.stdout)
+    assert result["status"] == "refused"
+    assert result["reason"] == "revoked"
+    assert "key-compromise" in done.stderr.decode()
