@@ -137,8 +137,8 @@ def make_aggregator(
     task = BuiltinTask(TASK) if dim is None else None
     initial = task.init_params() if task is not None else np.zeros(dim or 1, np.float32)
     settings: dict[str, Any] = {
-        "round_timeout": 20.0,
-        "stall_timeout": 5.0,
+        "round_timeout": 60.0,
+        "stall_timeout": 15.0,
         "poll_timeout": 1.0,
         "finish_grace": 3.0,
     }
