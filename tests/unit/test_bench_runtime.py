@@ -119,6 +119,32 @@ def test_memory_guard_stops_when_the_machine_runs_low(tmp_path: Path) -> None:
     _processes.MemoryGuard(procs, reserve_mb=0.0)()  # enough left: nothing happens
 
 
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads /proc")
+def test_snapshot_counts_and_measures_the_sessions_and_the_check_can_stop(
+    tmp_path: Path,
+) -> None:
+    procs = ProcessSet()
+    script = "sleep 60 & sleep 60 & echo started; wait"
+    proc = procs.start("sh", ["sh", "-c", script], tmp_path / "sh.log")
+    try:
+        wait_for(lambda: "started" in proc.tail(), 10.0, "the shell to start")
+        snap = _processes.snapshot(procs)
+        assert snap.names.get("sleep") == 2
+        assert snap.count >= 3
+        assert snap.memory_mb > 0
+        assert "2 sleep" in snap.describe()
+
+        def too_many_sleeps(s: _processes.Snapshot) -> str | None:
+            return "too many sleeps" if s.names.get("sleep", 0) > 1 else None
+
+        guard = _processes.MemoryGuard(procs, reserve_mb=0.0, check=too_many_sleeps)
+        with pytest.raises(DeploymentError, match="too many sleeps"):
+            guard()
+        assert guard.peak_mb is not None
+    finally:
+        procs.stop_all(grace=1.0)
+
+
 # --- the clients' updates -----------------------------------------------------------------
 
 

@@ -12,6 +12,7 @@ import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 __all__ = [
@@ -19,10 +20,10 @@ __all__ = [
     "ManagedProcess",
     "MemoryGuard",
     "ProcessSet",
-    "count_processes",
+    "Snapshot",
     "free_ports",
-    "group_rss_mb",
     "mem_available_mb",
+    "snapshot",
     "tail",
     "terminate_on_sigterm",
     "wait_for",
@@ -205,10 +206,12 @@ def mem_available_mb() -> float | None:
 class MemoryGuard:
     """Stops a deployment before it starves the machine (other work shares it).
 
-    Called while waiting; every ``interval`` seconds it reads the system's available memory
-    and raises :class:`DeploymentError` when less than ``reserve_mb`` is left. Every
-    ``rss_interval`` seconds it also sums the deployment's resident memory; the largest sum
-    seen is ``peak_rss_mb`` (a sample, so a lower bound of the true peak).
+    Called while waiting. Every ``interval`` seconds it reads the system's available memory and
+    raises :class:`DeploymentError` when less than ``reserve_mb`` is left (default: 4 GiB or a
+    fifth of the machine, whichever is more). Every ``scan_interval`` seconds it takes a
+    :func:`snapshot` of the deployment: the largest memory seen is ``peak_mb`` (a sample, so a
+    lower bound of the true peak), and ``check(snapshot)``, if given, may return a reason to
+    stop (e.g. a runaway number of processes).
     """
 
     def __init__(
@@ -216,7 +219,8 @@ class MemoryGuard:
         processes: ProcessSet,
         reserve_mb: float | None = None,
         interval: float = 1.0,
-        rss_interval: float = 5.0,
+        scan_interval: float = 5.0,
+        check: Callable[[Snapshot], str | None] | None = None,
     ) -> None:
         self.processes = processes
         total = None
@@ -225,42 +229,49 @@ class MemoryGuard:
             open("/proc/meminfo", encoding="ascii") as fh,
         ):
             total = int(fh.readline().split()[1]) / 1024.0
-        # keep 2 GiB or a tenth of the machine free, whichever is more
         self.reserve_mb = (
-            reserve_mb if reserve_mb is not None else max(2048.0, 0.1 * (total or 0.0))
+            reserve_mb if reserve_mb is not None else max(4096.0, 0.2 * (total or 0.0))
         )
         self.interval = interval
-        self.rss_interval = rss_interval
+        self.scan_interval = scan_interval
+        self.check = check
         self.low_mb: float | None = None
-        self.peak_rss_mb: float | None = None
+        self.peak_mb: float | None = None
+        self.last: Snapshot | None = None
         self._next = 0.0
-        self._next_rss = 0.0
+        self._next_scan = 0.0
 
-    def sample_rss(self) -> None:
-        rss = group_rss_mb(self.processes)
-        if rss is not None:
-            self.peak_rss_mb = rss if self.peak_rss_mb is None else max(self.peak_rss_mb, rss)
+    def scan(self) -> Snapshot:
+        snap = snapshot(self.processes)
+        self.last = snap
+        if snap.count:
+            self.peak_mb = (
+                snap.memory_mb if self.peak_mb is None else max(self.peak_mb, snap.memory_mb)
+            )
+        return snap
 
     def __call__(self) -> None:
         now = time.monotonic()
-        if now >= self._next_rss:
-            self._next_rss = now + self.rss_interval
-            self.sample_rss()
-        if now < self._next:
-            return
-        self._next = now + self.interval
-        available = mem_available_mb()
-        if available is None:
-            return
-        self.low_mb = available if self.low_mb is None else min(self.low_mb, available)
-        if available < self.reserve_mb:
-            used = group_rss_mb(self.processes)
-            raise DeploymentError(
-                f"memory guard: only {available:.0f} MiB of memory left on this machine "
-                f"(the deployment holds {used or 0:.0f} MiB resident in "
-                f"{count_processes(self.processes)} processes); stopped to protect other work",
-                self.processes.tails(lines=15, limit=3),
-            )
+        if now >= self._next:
+            self._next = now + self.interval
+            available = mem_available_mb()
+            if available is not None:
+                self.low_mb = available if self.low_mb is None else min(self.low_mb, available)
+                if available < self.reserve_mb:
+                    snap = self.scan()
+                    raise DeploymentError(
+                        f"memory guard: only {available:.0f} MiB of memory left on this "
+                        f"machine ({snap.describe()}); stopped to protect other work",
+                        self.processes.tails(lines=15, limit=3),
+                    )
+        if now >= self._next_scan:
+            self._next_scan = time.monotonic() + self.scan_interval
+            snap = self.scan()
+            reason = self.check(snap) if self.check is not None else None
+            if reason:
+                raise DeploymentError(
+                    f"{reason} ({snap.describe()})", self.processes.tails(lines=15, limit=3)
+                )
 
 
 def wait_for(
@@ -293,50 +304,67 @@ def wait_for(
         time.sleep(interval)
 
 
-def _session_of(pid: int) -> int | None:
+@dataclass(frozen=True)
+class Snapshot:
+    """The processes of a deployment's sessions at one moment (Linux ``/proc``)."""
+
+    count: int
+    memory_mb: float
+    """Sum of the processes' proportional set sizes (PSS: shared pages split among the
+    processes sharing them, so the sum does not count a library twice); resident size where
+    PSS cannot be read."""
+    names: dict[str, int]
+    """How many processes run each command (the kernel's 15-character name)."""
+
+    def describe(self) -> str:
+        top = ", ".join(
+            f"{n} {name}" for name, n in sorted(self.names.items(), key=lambda x: -x[1])[:4]
+        )
+        return f"{self.count} processes ({top}) holding {self.memory_mb:.0f} MiB"
+
+
+def _stat(entry: Path) -> tuple[str, int] | None:
+    """``(command name, session id)`` of a ``/proc/<pid>`` entry."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
+        stat = (entry / "stat").read_text()
     except OSError:
         return None
     # the command name is in parentheses and may hold spaces: split after the last ')'
+    name = stat[stat.find("(") + 1 : stat.rfind(")")]
     fields = stat[stat.rfind(")") + 2 :].split()
     try:
-        return int(fields[3])  # state ppid pgrp session
+        return name, int(fields[3])  # state ppid pgrp session
     except (IndexError, ValueError):
         return None
 
 
-def _session_members(processes: ProcessSet) -> list[Path]:
-    sessions = {p.pid for p in processes.processes}
-    proc = Path("/proc")
-    if not proc.is_dir():
-        return []
-    return [
-        entry
-        for entry in proc.iterdir()
-        if entry.name.isdigit() and _session_of(int(entry.name)) in sessions
-    ]
-
-
-def count_processes(processes: ProcessSet) -> int:
-    """How many processes the sessions of ``processes`` hold (Linux only)."""
-    return len(_session_members(processes))
-
-
-def group_rss_mb(processes: ProcessSet) -> float | None:
-    """Resident memory (MiB) of every process in the sessions of ``processes`` (Linux only)."""
-    if not Path("/proc").is_dir():
-        return None
-    total_kb = 0
-    for entry in _session_members(processes):
+def _memory_kb(entry: Path) -> int:
+    for name, key in (("smaps_rollup", "Pss:"), ("status", "VmRSS:")):
         try:
-            for line in (entry / "status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total_kb += int(line.split()[1])
-                    break
+            for line in (entry / name).read_text().splitlines():
+                if line.startswith(key):
+                    return int(line.split()[1])
         except (OSError, ValueError, IndexError):
             continue
-    return total_kb / 1024.0
+    return 0
+
+
+def snapshot(processes: ProcessSet) -> Snapshot:
+    """Count, name and measure every process in the sessions of ``processes``."""
+    sessions = {p.pid for p in processes.processes}
+    proc = Path("/proc")
+    names: dict[str, int] = {}
+    total_kb = 0
+    if proc.is_dir():
+        for entry in proc.iterdir():
+            if not entry.name.isdigit():
+                continue
+            stat = _stat(entry)
+            if stat is None or stat[1] not in sessions:
+                continue
+            names[stat[0]] = names.get(stat[0], 0) + 1
+            total_kb += _memory_kb(entry)
+    return Snapshot(sum(names.values()), total_kb / 1024.0, names)
 
 
 @contextlib.contextmanager

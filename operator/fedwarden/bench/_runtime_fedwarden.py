@@ -32,7 +32,6 @@ from fedwarden.bench._processes import (
     MemoryGuard,
     ProcessSet,
     free_ports,
-    group_rss_mb,
     tail,
     wait_for,
 )
@@ -67,8 +66,10 @@ class FedwardenRoundResult:
     included."""
     startup_seconds: float
     """From starting the aggregator to the opening of the first round (every client joined)."""
-    rss_mb: float | None
-    peak_rss_mb: float | None
+    memory_after_mb: float | None
+    """Memory (PSS) of the aggregator and the clients when the training finished."""
+    peak_memory_mb: float | None
+    """The largest memory (PSS) of the aggregator and clients seen, sampled every 5 s."""
     detail: str
     log_dir: str | None
     details: dict[str, Any] = field(default_factory=dict)
@@ -251,8 +252,7 @@ def run_fedwarden(
             interval=0.2,
             guard=guard,
         )
-        rss = group_rss_mb(processes)
-        guard.sample_rss()
+        after = guard.scan()
         wait_for(
             lambda: not aggregator.alive() and all(r.exists() for r in results),
             min(60.0, left()),
@@ -295,8 +295,8 @@ def run_fedwarden(
             warmup_seconds=[float(e["duration_seconds"]) for e in done[:warmup]],
             all_rounds_seconds=_time(done[-1]) - _time(starts[0]),
             startup_seconds=startup,
-            rss_mb=rss,
-            peak_rss_mb=guard.peak_rss_mb,
+            memory_after_mb=after.memory_mb,
+            peak_memory_mb=guard.peak_mb,
             detail=(
                 f"updates aggregated per round {accepted} of {clients}"
                 + (f"; pipeline refusals {rejected}" if rejected else "")

@@ -36,8 +36,8 @@ from fedwarden.bench._processes import (
     DeploymentError,
     MemoryGuard,
     ProcessSet,
+    Snapshot,
     free_ports,
-    group_rss_mb,
     tail,
     wait_for,
 )
@@ -73,10 +73,10 @@ class FlowerRoundResult:
     warm-up and timed rounds."""
     startup_seconds: float
     """Until the SuperLink answered and every SuperNode had registered."""
-    rss_mb: float | None
-    """Resident memory of the whole deployment after the last round."""
-    peak_rss_mb: float | None
-    """The largest resident memory of the deployment seen (sampled every few seconds)."""
+    memory_after_mb: float | None
+    """Memory (PSS) of the whole deployment after the last round."""
+    peak_memory_mb: float | None
+    """The largest memory (PSS) of the deployment seen, sampled every 5 s."""
     run_id: str
     log_dir: str | None
     details: dict[str, Any] = field(default_factory=dict)
@@ -257,25 +257,20 @@ def run_flower(
     failed = True
     run_id = ""
     processes = ProcessSet()
-    memory = MemoryGuard(processes)
-    storm_checked = [0.0]
 
-    def guard() -> None:
-        memory()
-        # a relaunch storm does not recover on an overloaded machine: stop it early
-        now = time.monotonic()
-        if now - storm_checked[0] < 10.0:
-            return
-        storm_checked[0] = now
-        launches, refusals = clientapp_launches(logs)
-        if refusals > 2 * clients:
-            raise DeploymentError(
-                f"relaunch storm: {refusals} ClientApp task-token refusals and {launches} "
-                f"ClientApp processes for {clients * (warmup + rounds)} messages; the "
-                "ClientApp processes do not start within Flower's 30 s task lease here",
-                processes.tails(lines=12, limit=2),
+    def storm(snap: Snapshot) -> str | None:
+        # Flower starts one ClientApp process per message, at most N at a time when healthy;
+        # more means tasks lost their lease and were relaunched, which does not recover here
+        running = snap.names.get("flwr-clientapp", 0)
+        if running > 2 * clients + 2:
+            return (
+                f"relaunch storm: {running} ClientApp processes at once for {clients} "
+                "SuperNodes (a ClientApp that has not started within Flower's 30 s task "
+                "lease loses its task, which is launched again)"
             )
+        return None
 
+    guard = MemoryGuard(processes, check=storm)
     try:
         link_port, *node_ports = free_ports(1 + clients)
         (flwr_home / "config.toml").write_text(
@@ -380,8 +375,7 @@ def run_flower(
             guard=guard,
         )
         end_to_end = time.monotonic() - submitted
-        rss = group_rss_mb(processes)
-        memory.sample_rss()
+        after = guard.scan()
         result = json.loads(result_path.read_text(encoding="utf-8"))
         if result.get("status") != "ok":
             raise DeploymentError(
@@ -408,8 +402,8 @@ def run_flower(
             strategy_seconds=float(result["strategy_seconds"]),
             end_to_end_seconds=end_to_end,
             startup_seconds=startup,
-            rss_mb=rss,
-            peak_rss_mb=memory.peak_rss_mb,
+            memory_after_mb=after.memory_mb,
+            peak_memory_mb=guard.peak_mb,
             run_id=run_id,
             log_dir=str(logs) if keep_logs else None,
             details={
@@ -425,16 +419,11 @@ def run_flower(
     except DeploymentError as exc:
         launches, refusals = clientapp_launches(logs)
         note = ""
-        if launches:
+        if launches or refusals:
             note = (
-                f"; {launches} ClientApp processes started for at most "
-                f"{clients * (warmup + rounds)} messages, {refusals} task-token refusals"
+                f"; the SuperNodes' logs show {launches} ClientApp launches for "
+                f"{clients * (warmup + rounds)} messages and {refusals} task-token refusals"
             )
-            if refusals:
-                note += (
-                    " (ClientApp processes that did not start within Flower's 30 s task lease "
-                    "were replaced and refused)"
-                )
         if run_id:
             _flwr_log(env, run_id, logs / "serverapp.log")
             exc.logs.setdefault("ServerApp (flwr log)", tail(logs / "serverapp.log"))

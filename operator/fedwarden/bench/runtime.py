@@ -96,8 +96,8 @@ class SideResult:
     """All rounds, warm-up included, as the server side timed them."""
     startup_seconds: float | None = None
     """Until every client was connected and ready (not part of a round)."""
-    peak_rss_mb: float | None = None
-    """Largest resident memory of all the side's processes (sampled every 5 s)."""
+    peak_memory_mb: float | None = None
+    """Largest memory (sum of PSS) of all the side's processes, sampled every 5 s."""
     security: str = ""
     pipeline: str = ""
     detail: str = ""
@@ -266,7 +266,7 @@ def _flower_side(
         warmup_seconds=tuple(res.warmup_seconds),
         all_rounds_seconds=res.strategy_seconds,
         startup_seconds=res.startup_seconds,
-        peak_rss_mb=res.peak_rss_mb,
+        peak_memory_mb=res.peak_memory_mb,
         security=_runtime_flower.SECURITY,
         pipeline="FedAvg (flwr.serverapp.strategy, Message API)",
         detail=f"run {res.run_id}",
@@ -274,7 +274,7 @@ def _flower_side(
         extra={
             **res.details,
             "submit_to_result_seconds": res.end_to_end_seconds,
-            "rss_after_rounds_mb": res.rss_mb,
+            "memory_after_rounds_mb": res.memory_after_mb,
         },
     )
 
@@ -324,12 +324,12 @@ def _fedwarden_side(
         warmup_seconds=tuple(res.warmup_seconds),
         all_rounds_seconds=res.all_rounds_seconds,
         startup_seconds=res.startup_seconds,
-        peak_rss_mb=res.peak_rss_mb,
+        peak_memory_mb=res.peak_memory_mb,
         security=_runtime_fedwarden.SECURITY,
         pipeline=res.pipeline,
         detail=res.detail,
         log_dir=res.log_dir,
-        extra={**res.details, "rss_after_rounds_mb": res.rss_mb},
+        extra={**res.details, "memory_after_rounds_mb": res.memory_after_mb},
     )
 
 
@@ -472,8 +472,8 @@ def _samples(side: SideResult) -> str:
         out += f"; all rounds {side.all_rounds_seconds:.1f} s"
     if side.startup_seconds is not None:
         out += f"; start-up {side.startup_seconds:.1f} s"
-    if side.peak_rss_mb is not None:
-        out += f"; peak RSS {side.peak_rss_mb / 1024:.1f} GiB"
+    if side.peak_memory_mb is not None:
+        out += f"; peak memory {side.peak_memory_mb / 1024:.1f} GiB"
     return out
 
 
