@@ -256,6 +256,13 @@ def test_markdown_shows_failures_as_failures_not_numbers() -> None:
     json.dumps(_result([case]).to_dict())
 
 
+def test_settling_between_deployments_is_bounded() -> None:
+    waited = rt._settle(minimum=0.0, maximum=2.0)
+    assert 0.0 < waited < 10.0
+    assert rt.RUN_ORDER[-1] == rt.FLOWER
+    assert set(rt.RUN_ORDER) == set(rt.SIDES)
+
+
 def test_run_refuses_bad_arguments() -> None:
     with pytest.raises(ValueError, match="clients"):
         rt.run(clients=())

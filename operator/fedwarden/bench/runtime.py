@@ -40,6 +40,7 @@ from fedwarden.bench._runtime_flower import FlowerNotInstalledError
 
 __all__ = [
     "COLUMNS",
+    "RUN_ORDER",
     "SIDES",
     "TARGET_RATIO",
     "CaseResult",
@@ -59,6 +60,9 @@ FLOWER = "flower"
 FEDWARDEN_FEDAVG = "fedwarden-fedavg"
 FEDWARDEN_RECOMMENDED = "fedwarden-recommended"
 SIDES: tuple[str, ...] = (FLOWER, FEDWARDEN_FEDAVG, FEDWARDEN_RECOMMENDED)
+RUN_ORDER: tuple[str, ...] = (FEDWARDEN_FEDAVG, FEDWARDEN_RECOMMENDED, FLOWER)
+"""Flower last for each N: a Flower deployment that overloads the machine (see
+:mod:`fedwarden.bench._runtime_flower`) then cannot slow down the fedwarden runs of that N."""
 
 COLUMNS: tuple[str, ...] = (
     "N",
@@ -219,12 +223,39 @@ METHOD = (
     "float32 update of d values made before the round. {warmup} untimed warm-up round(s), then "
     "{rounds} timed; seconds per round = the median of the timed rounds, as the server side "
     "timed them, from opening the round (sampling, sending the global model) to holding the "
-    "new global model"
+    "new global model. Deployments run one at a time (for each N: fedwarden fedavg, fedwarden "
+    "recommended, Flower), each after a pause until the machine is quiet"
 )
 
 
 # --------------------------------------------------------------------------------------------
 # running
+
+
+def _runnable() -> int | None:
+    """Tasks runnable right now on the machine (``/proc/loadavg``), this one included."""
+    try:
+        with open("/proc/loadavg", encoding="ascii") as fh:
+            return int(fh.read().split()[3].split("/")[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _settle(minimum: float = 3.0, maximum: float = 30.0) -> float:
+    """Pause between deployments until the machine is quiet (at most one runnable task per CPU
+    beyond this one, three readings in a row), at least ``minimum`` and at most ``maximum``
+    seconds: the processes of the previous deployment must be gone before the next is timed.
+    Returns the seconds waited."""
+    start = time.monotonic()
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    quiet = 0
+    while time.monotonic() - start < maximum:
+        time.sleep(1.0)
+        runnable = _runnable()
+        quiet = quiet + 1 if runnable is None or runnable <= (cpus or 1) + 1 else 0
+        if quiet >= 3 and time.monotonic() - start >= minimum:
+            break
+    return time.monotonic() - start
 
 
 def _flower_side(
@@ -396,11 +427,16 @@ def run(
             on_progress(done, total, label)
 
     with terminate_on_sigterm():
+        first = True
         for n in clients:
             results: dict[str, SideResult] = {}
-            for side in SIDES:
+            for side in RUN_ORDER:
                 if side not in sides:
                     continue
+                if not first:
+                    report(f"letting the machine settle before {side} N={n}")
+                    _settle()
+                first = False
                 report(f"{side} N={n}")
                 if side == FLOWER:
                     results[side] = _flower_side(
@@ -412,7 +448,7 @@ def run(
                     )
                 done += 1
                 report(f"{side} N={n}: {results[side].display()}")
-            cases.append(_case(n, params, results))
+            cases.append(_case(n, params, {s: results[s] for s in SIDES if s in results}))
 
     env = Environment(**{**asdict(env), "loadavg_end": _loadavg()})
     return RuntimeBenchResult(
