@@ -104,6 +104,9 @@ Evaluator = Callable[[F32], Mapping[str, float]]
 
 _PEER_PERMISSION = {"revoked", "banned"}
 
+STRIKING_REASONS = frozenset({"bad-signature", "identity-mismatch", "replay", "tampered"})
+"""Transport refusals that count as strikes: no honest client sends these by accident."""
+
 
 @dataclass
 class ClientFate:
@@ -619,7 +622,7 @@ class Aggregator:
         }
         banned: dict[str, str] = {}
         result: RoundResult | None = None
-        if participants:
+        if participants or self.pipeline.releases_every_round:
             ran, new_model, digest = await asyncio.to_thread(self._run_pipeline, rnd)
             result, skipped = ran, ran.skipped
         else:
@@ -644,6 +647,16 @@ class Aggregator:
             if result.clip_norm is not None:
                 metrics["clip_norm"] = float(result.clip_norm)
             metrics["noise_std"] = float(result.noise_std)
+        for client, (stage, reason, message) in rnd.refusals.items():
+            # an update that was forged, altered, replayed or sent under another name is no
+            # accident: it strikes like a poisoned one, and repeat offenders are banned
+            if (
+                stage == "update"
+                and reason in STRIKING_REASONS
+                and client not in rnd.accepted
+                and self.pipeline.strike(client, f"{reason}: {message}", rnd.number)
+            ):
+                banned[client] = self.pipeline.ban_reason(client) or reason
         if self.evaluator is not None:
             evaluated = await asyncio.to_thread(self.evaluator, new_model)
             metrics.update({k: float(v) for k, v in evaluated.items()})

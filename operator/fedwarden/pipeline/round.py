@@ -247,6 +247,12 @@ class Pipeline:
         return self._ledger.banned
 
     @property
+    def releases_every_round(self) -> bool:
+        """True in central-DP mode: every round, even one nobody took part in, releases a
+        noised aggregate and spends its privacy, since whether anyone took part is private."""
+        return self.config.privacy.mode == "central"
+
+    @property
     def epsilon(self) -> float:
         return 0.0 if self._budget is None else self._budget.epsilon()
 
@@ -256,6 +262,12 @@ class Pipeline:
     def ban(self, client: str, reason: str) -> None:
         """Ban a client from outside the pipeline (an operator's decision, a revocation)."""
         self._ledger.ban(client, reason)
+
+    def strike(self, client: str, reason: str, round_number: int) -> bool:
+        """Record a strike decided outside the pipeline, e.g. a forged update the transport
+        refused; True when it bans the client. Strikes and bans live in one ledger, so they
+        are checkpointed together."""
+        return self._ledger.strike(client, reason, round_number)
 
     def run_round(
         self,
@@ -268,10 +280,11 @@ class Pipeline:
         """Aggregate one round's cohort into the step to add to the global model.
 
         Raises:
-            InvalidCohortError: an empty cohort, unpaired or duplicate ids, mismatched weights.
+            InvalidCohortError: an empty cohort (except in central-DP mode, see
+                :attr:`releases_every_round`), unpaired or duplicate ids, mismatched weights.
             PrivacyBudgetExhaustedError: the round would exceed the target ε; nothing is spent.
         """
-        if len(client_ids) == 0:
+        if len(client_ids) == 0 and not self.releases_every_round:
             raise InvalidCohortError("empty cohort: no client sent an update this round")
         if weights is not None and len(weights) != len(client_ids):
             raise InvalidCohortError(f"{len(weights)} weights for {len(client_ids)} updates")

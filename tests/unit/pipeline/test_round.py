@@ -268,3 +268,13 @@ def test_plain_fedavg_is_really_undefended():
     result = pipe.run_round(cohort, _ids(5))
     assert result.rejected == {}
     assert result.aggregate[0] == pytest.approx((1000 + 4) / 5)
+
+
+def test_an_empty_central_dp_round_still_releases_noise_and_spends():
+    # under Poisson sampling "nobody took part" is itself private: no skipping, no free rounds
+    config = _dp_fedavg(PrivacyConfig(mode="central", noise_multiplier=1.0, sample_rate=0.1))
+    pipe = Pipeline(config, dim=D, population=200, seed=0)
+    result = pipe.run_round(np.zeros((0, D), np.float32), [])
+    assert result.epsilon > 0
+    assert result.noise_std > 0
+    assert result.aggregate.any()

@@ -1,0 +1,196 @@
+"""One participant of ``fedwarden demo``, run as its own process.
+
+``python -m fedwarden.demo.participant --role ROLE ...`` where ROLE is
+
+- ``honest``: trains its shard with DP-SGD (example-level DP, :func:`fedwarden.sim.models.dp_sgd`)
+  calibrated so that the planned rounds spend at most ``--epsilon`` at ``--delta``, or with
+  plain local SGD when ``--epsilon`` is not given;
+- ``poisoner``: trains honestly, then sends the update sign-flipped and boosted ×10, claiming a
+  million examples (a model-poisoning attack that also tries to buy influence);
+- ``free-rider``: trains nothing and sends the previous round's global update back, with a
+  little noise to disguise it (Lin et al. 2019).
+
+Every role runs the real client runtime (:class:`fedwarden.client.runtime.FederationClient`):
+mutual TLS, signed envelopes, retries. The result (rounds trained, ε spent, refusals) is
+written as JSON to ``--result``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from fedwarden.client.runtime import ClientConfig, FederationClient
+from fedwarden.client.tasks import BuiltinTask, FitResult
+from fedwarden.pipeline.accounting import calibrate_noise_multiplier, get_accountant
+from fedwarden.pipeline.dp import noise_generator
+from fedwarden.sim.models import DPSGDConfig, dp_sgd, evaluate
+
+F32 = npt.NDArray[np.float32]
+ROLES = ("honest", "poisoner", "free-rider")
+
+
+class ExampleDPTask:
+    """A built-in task trained with DP-SGD; its own accountant tracks the ε it has spent.
+
+    The guarantee is example-level: any one training example of this client changes the
+    distribution of everything the client sends by at most (ε, δ). It says nothing about the
+    client as a whole (that is client-level DP, which needs far more clients than a demo has).
+    """
+
+    def __init__(
+        self, inner: BuiltinTask, *, epsilon: float, delta: float, rounds: int, clip_norm: float
+    ) -> None:
+        self.inner = inner
+        self.delta = delta
+        q = min(1.0, inner.batch_size / max(1, inner.num_examples))
+        steps = rounds * inner.local_epochs * DPSGDConfig(clip_norm, 0.0, q).steps_per_epoch()
+        sigma = calibrate_noise_multiplier(epsilon, delta, q, steps, accountant="rdp")
+        self.config = DPSGDConfig(clip_norm=clip_norm, noise_multiplier=sigma, sample_rate=q)
+        self.accountant = get_accountant("rdp")
+        self._rng = noise_generator(None)
+
+    @property
+    def num_parameters(self) -> int:
+        return self.inner.num_parameters
+
+    @property
+    def epsilon(self) -> float:
+        return self.accountant.epsilon(self.delta) if self.accountant.steps else 0.0
+
+    def fit(self, global_params: F32, round: int) -> FitResult:
+        task = self.inner
+        params = np.asarray(global_params, dtype=np.float32)
+        new, steps = dp_sgd(
+            task.model,
+            params,
+            task.x,
+            task.y,
+            epochs=task.local_epochs,
+            lr=task.lr,
+            config=self.config,
+            rng=self._rng,
+        )
+        self.accountant.step(self.config.noise_multiplier, self.config.sample_rate, steps)
+        update = (new - params).astype(np.float32)
+        accuracy, _ = evaluate(task.model, new, task.x, task.y)
+        return FitResult(update, task.num_examples, {"train_accuracy": accuracy})
+
+
+class PoisoningTask:
+    """Honest training, then the update sign-flipped and boosted, with an inflated claim."""
+
+    boost = 10.0
+    claimed_examples = 1_000_000
+
+    def __init__(self, inner: BuiltinTask) -> None:
+        self.inner = inner
+
+    @property
+    def num_parameters(self) -> int:
+        return self.inner.num_parameters
+
+    def fit(self, global_params: F32, round: int) -> FitResult:
+        honest = self.inner.fit(global_params, round)
+        poisoned = (-self.boost * honest.update).astype(np.float32)
+        return FitResult(poisoned, self.claimed_examples, {})
+
+
+class FreeRidingTask:
+    """Sends the last global update back (plus small noise) instead of training."""
+
+    def __init__(self, num_parameters: int, seed: int | None = None) -> None:
+        self._num_parameters = num_parameters
+        self._previous: F32 | None = None
+        self._rng = np.random.default_rng(seed)
+
+    @property
+    def num_parameters(self) -> int:
+        return self._num_parameters
+
+    def fit(self, global_params: F32, round: int) -> FitResult:
+        params = np.asarray(global_params, dtype=np.float32)
+        replay = np.zeros_like(params) if self._previous is None else params - self._previous
+        self._previous = params.copy()
+        noise = self._rng.normal(
+            0.0, 0.05 * (float(np.linalg.norm(replay)) + 1e-3) / np.sqrt(params.size), params.size
+        )
+        return FitResult((replay + noise).astype(np.float32), 100, {})
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--role", choices=ROLES, required=True)
+    parser.add_argument("--tls-dir", type=Path, required=True)
+    parser.add_argument("--ca", type=Path, help="trust bundle, instead of the tls-dir's ca.crt")
+    parser.add_argument("--server", required=True)
+    parser.add_argument("--server-name")
+    parser.add_argument("--task", default="digits-logreg")
+    parser.add_argument("--partition", default="iid")
+    parser.add_argument("--index", type=int, required=True)
+    parser.add_argument("--num-clients", type=int, required=True)
+    parser.add_argument("--rounds", type=int, required=True)
+    parser.add_argument("--lr", type=float, default=0.5)
+    parser.add_argument("--epsilon", type=float)
+    parser.add_argument("--delta", type=float, default=1e-5)
+    parser.add_argument("--clip-norm", type=float, default=1.0)
+    parser.add_argument("--result", type=Path, required=True)
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.WARNING, format=f"%(asctime)s {args.role}-{args.index} %(message)s"
+    )
+
+    inner = BuiltinTask(
+        args.task,
+        partition=args.partition,
+        client_index=args.index,
+        num_clients=args.num_clients,
+        lr=args.lr,
+    )
+    task: Any
+    if args.role == "poisoner":
+        task = PoisoningTask(inner)
+    elif args.role == "free-rider":
+        task = FreeRidingTask(inner.num_parameters)
+    elif args.epsilon is not None:
+        task = ExampleDPTask(
+            inner,
+            epsilon=args.epsilon,
+            delta=args.delta,
+            rounds=args.rounds,
+            clip_norm=args.clip_norm,
+        )
+    else:
+        task = inner
+    config = ClientConfig(
+        server=args.server,
+        cert=args.tls_dir / "tls.crt",
+        key=args.tls_dir / "tls.key",
+        ca=args.ca or args.tls_dir / "ca.crt",
+        server_name=args.server_name,
+        give_up_after=60.0,
+        backoff_max=2.0,
+    )
+    result = FederationClient(config, task).run()
+    payload = {
+        "role": args.role,
+        "result": result.to_dict(),
+        "epsilon": task.epsilon if isinstance(task, ExampleDPTask) else None,
+        "noise_multiplier": (
+            task.config.noise_multiplier if isinstance(task, ExampleDPTask) else None
+        ),
+        "sample_rate": task.config.sample_rate if isinstance(task, ExampleDPTask) else None,
+    }
+    args.result.write_text(json.dumps(payload, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
