@@ -14,7 +14,7 @@ $(BIN)/fedwarden: pyproject.toml
 install-dev: $(BIN)/fedwarden
 
 demo: install-dev
-	$(BIN)/fedwarden simulate
+	$(BIN)/fedwarden demo
 
 lint: install-dev
 	$(BIN)/ruff check operator tests
