@@ -16,6 +16,7 @@ are switched off (no network).
 
 from __future__ import annotations
 
+import functools
 import importlib.metadata
 import json
 import os
@@ -198,6 +199,10 @@ def clientapp_launches(logs: Path) -> tuple[int, int]:
     return launches, refusals
 
 
+def _all_registered(logs: list[Path]) -> bool:
+    return all(_registered(log) for log in logs)
+
+
 def _flwr_log(env: dict[str, str], run_id: str, out: Path) -> None:
     """Save the run's ServerApp log (``flwr log --show``); best effort, bounded."""
     if not run_id:
@@ -299,34 +304,39 @@ def run_flower(
             lambda: _health(link_port), min(60.0, left()), "the SuperLink", processes, guard=guard
         )
 
-        say(f"Flower N={clients}: starting {clients} SuperNodes")
-        for i, port in enumerate(node_ports):
-            processes.start(
-                f"supernode-{i}",
-                [
-                    supernode_bin,
-                    "--insecure",
-                    "--superlink",
-                    f"127.0.0.1:{link_port}",
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    str(port),
-                    "--max-retries",
-                    "10",
-                ],
-                logs / f"supernode-{i}.log",
-                env=env,
-                cwd=work,
-            )
+        # SuperNodes start in small batches, each once the previous one has registered: fifty
+        # Python processes starting at once on a small machine keep the SuperLink from
+        # answering their registrations in time (start-up is not part of a round)
+        batch = max(2, 2 * (os.cpu_count() or 1))
         node_logs = [logs / f"supernode-{i}.log" for i in range(clients)]
-        wait_for(
-            lambda: all(_registered(log) for log in node_logs),
-            min(120.0 + 2.0 * clients, left()),
-            f"{clients} SuperNodes to register",
-            processes,
-            guard=guard,
-        )
+        for first in range(0, clients, batch):
+            members = range(first, min(first + batch, clients))
+            say(f"Flower N={clients}: starting SuperNodes {first + 1}-{members[-1] + 1}")
+            for i in members:
+                processes.start(
+                    f"supernode-{i}",
+                    [
+                        supernode_bin,
+                        "--insecure",
+                        "--superlink",
+                        f"127.0.0.1:{link_port}",
+                        "--host",
+                        "127.0.0.1",
+                        "--port",
+                        str(node_ports[i]),
+                    ],
+                    node_logs[i],
+                    env=env,
+                    cwd=work,
+                )
+            batch_logs = [node_logs[i] for i in members]
+            wait_for(
+                functools.partial(_all_registered, batch_logs),
+                min(120.0, left()),
+                f"SuperNodes {first + 1}-{members[-1] + 1} to register",
+                processes,
+                guard=guard,
+            )
         startup = time.monotonic() - started
 
         overrides = work / "run-config.toml"

@@ -24,6 +24,7 @@ This module does no printing: :func:`run` returns dataclasses; :func:`table_rows
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as _dt
 import importlib.metadata
 import os
@@ -438,14 +439,22 @@ def run(
                     _settle()
                 first = False
                 report(f"{side} N={n}")
+                load_before = _loadavg()
                 if side == FLOWER:
-                    results[side] = _flower_side(
-                        n, params, rounds, warmup, timeout, keep_logs, report
-                    )
+                    outcome = _flower_side(n, params, rounds, warmup, timeout, keep_logs, report)
                 else:
-                    results[side] = _fedwarden_side(
+                    outcome = _fedwarden_side(
                         side, n, params, rounds, warmup, timeout, keep_logs, report
                     )
+                # other work on the machine shows here: the load average around each run
+                results[side] = dataclasses.replace(
+                    outcome,
+                    extra={
+                        **outcome.extra,
+                        "loadavg_before": load_before,
+                        "loadavg_after": _loadavg(),
+                    },
+                )
                 done += 1
                 report(f"{side} N={n}: {results[side].display()}")
             cases.append(_case(n, params, {s: results[s] for s in SIDES if s in results}))
@@ -510,6 +519,9 @@ def _samples(side: SideResult) -> str:
         out += f"; start-up {side.startup_seconds:.1f} s"
     if side.peak_memory_mb is not None:
         out += f"; peak memory {side.peak_memory_mb / 1024:.1f} GiB"
+    before, after = side.extra.get("loadavg_before"), side.extra.get("loadavg_after")
+    if before is not None and after is not None:
+        out += f"; 1-min load average {before[0]:.1f} before, {after[0]:.1f} after"
     return out
 
 
