@@ -39,7 +39,8 @@ class AggregatorConfig:
         fraction: the share of available clients sampled per round (``fixed``), or the
             sampling probability q (``poisson``).
         min_per_round: the least number of clients sampled per round (``fixed``).
-        min_available: a round starts once at least this many clients are available.
+        min_available: a round starts once at least this many clients are available; each
+            banned client lowers it by one (a banned client is never available again).
         sampling: ``fixed`` or ``poisson`` (see the module docstring).
         round_timeout: seconds from the opening of a round to its close; stragglers are dropped.
         seed: fixes the sampling (tests, simulations); ``None`` draws from the OS CSPRNG.

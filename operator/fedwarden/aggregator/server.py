@@ -6,7 +6,8 @@ threads so that the loop keeps serving. State is only touched from the loop's th
 
 A round, as the loop runs it:
 
-1. wait until ``min_available`` clients are available (seen recently, not banned);
+1. wait until ``min_available`` clients are available (seen recently, not banned; each ban
+   lowers the minimum by one);
 2. sample the cohort; open the round under a fresh 16-byte token, with the digest of the
    global model; wake the clients' long polls;
 3. serve the model to sampled clients (counted, throttled) and receive their signed updates,
@@ -551,8 +552,15 @@ class Aggregator:
             c for c, t in self._last_seen.items() if t >= horizon and c not in self._banned
         )
 
+    @property
+    def min_available(self) -> int:
+        """``min_available`` less the clients banned since: a banned client can never be
+        available again, and a training whose minimum was its whole population must not wait
+        for it forever."""
+        return max(1, self.config.min_available - len(self._banned))
+
     async def _wait_for_clients(self) -> None:
-        while len(available := self.available()) < self.config.min_available:
+        while len(available := self.available()) < self.min_available:
             self.metrics.clients_available.set(len(available))
             await self._wait_changed(1.0)
         self.metrics.clients_available.set(len(available))

@@ -161,9 +161,9 @@ def _run(
             str(config.rounds),
             "--task",
             config.task,
-            # the honest clients: rounds must go on once the attackers are banned
+            # everyone, so that the first round waits for all; each ban lowers the minimum
             "--min-available",
-            str(config.honest),
+            str(config.clients),
             "--round-timeout",
             str(config.round_timeout),
             "--checkpoint-dir",
