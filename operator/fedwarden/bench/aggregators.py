@@ -182,6 +182,8 @@ class CaseResult:
     """The other Flower functions measured (slower ones, or ones with a different definition)."""
     over_floor: float | None
     """ours / mean(0)."""
+    background_cpus: float | None = None
+    """CPUs used on average by other processes (and the hypervisor's steal) during this case."""
     targets: tuple[TargetCheck, ...] = ()
 
     @property
@@ -215,6 +217,8 @@ class Environment:
     thread_env: dict[str, str]
     loadavg_start: tuple[float, float, float] | None
     loadavg_end: tuple[float, float, float] | None = None
+    background_cpus: float | None = None
+    """CPUs used on average by other processes (and steal) during the whole run (Linux only)."""
 
 
 @dataclass(frozen=True)
@@ -618,6 +622,34 @@ def _environment(flwr_version: str) -> Environment:
     )
 
 
+class _CpuMeter:
+    """How much CPU other processes took since creation: the machine's busy time (``/proc/stat``,
+    steal included) minus this process's own CPU time, per second of wall time."""
+
+    def __init__(self) -> None:
+        self._start = self._read()
+
+    @staticmethod
+    def _read() -> tuple[float, float, float] | None:
+        try:
+            with open("/proc/stat", encoding="ascii") as fh:
+                ticks = [int(v) for v in fh.readline().split()[1:9]]
+            per_second = os.sysconf("SC_CLK_TCK")
+        except (OSError, ValueError, AttributeError):
+            return None
+        idle = ticks[3] + (ticks[4] if len(ticks) > 4 else 0)
+        own = os.times()
+        return time.monotonic(), (sum(ticks) - idle) / per_second, own.user + own.system
+
+    def others(self) -> float | None:
+        end = self._read()
+        if self._start is None or end is None or end[0] <= self._start[0]:
+            return None
+        wall = end[0] - self._start[0]
+        other = (end[1] - self._start[1]) - (end[2] - self._start[2])
+        return round(max(0.0, other / wall), 2)
+
+
 def _loadavg() -> tuple[float, float, float] | None:
     try:
         a, b, c = os.getloadavg()
@@ -663,6 +695,7 @@ def run(
     progress = _Progress(total=len(dims) * (len(clients) + per_cohort), callback=on_progress)
 
     start = time.perf_counter()
+    run_meter = _CpuMeter()
     cases: list[CaseResult] = []
     for d in dims:
         for n in clients:
@@ -694,7 +727,7 @@ def run(
             del flower_inputs, updates
 
     targets = tuple(t for c in cases for t in c.targets)
-    env_end = dataclasses.replace(env, loadavg_end=_loadavg())
+    env_end = dataclasses.replace(env, loadavg_end=_loadavg(), background_cpus=run_meter.others())
     return BenchmarkResult(
         clients=clients,
         dims=dims,
@@ -728,6 +761,7 @@ def _run_case(
 ) -> CaseResult:
     params = params_for(name, n, d)
     label = f"n={n} d={d} {name}"
+    meter = _CpuMeter()
     progress.step(f"{label}: ours")
     error: str | None = None
     ours_timing = Timing(None, 0, False, cap)
@@ -740,11 +774,10 @@ def _run_case(
         def call() -> Any:
             return agg(updates) if weights is None else agg(updates, weights)
 
-        peak, ours_out = _peak_memory(call, cap)
-        if ours_out is None:
-            ours_timing = Timing(None, 0, True, cap)
-        else:
-            ours_timing, _ = _time(call, min_repeats=repeat, cap=cap)
+        ours_timing, ours_out = _time(call, min_repeats=repeat, cap=cap)
+        if ours_timing.seconds is not None:
+            # once more, untimed, under tracemalloc (which slows allocation-heavy code)
+            peak, _ = _peak_memory(call, cap)
     except ValueError as exc:
         error = f"refused: {exc}"
     except Exception as exc:  # a crash of ours is a result to report, not a reason to stop
@@ -796,6 +829,7 @@ def _run_case(
         flower=primary,
         flower_others=others,
         over_floor=over_floor,
+        background_cpus=meter.others(),
     )
     return dataclasses.replace(case, targets=_targets_for(case))
 
@@ -849,6 +883,7 @@ COLUMNS: tuple[str, ...] = (
     "mean(0)",
     "ours/mean",
     "peak MB",
+    "other CPUs",
     "agreement",
     "target",
 )
@@ -880,6 +915,7 @@ def table_rows(result: BenchmarkResult) -> list[dict[str, str]]:
                 "mean(0)": c.floor.display(),
                 "ours/mean": _ratio(c.over_floor),
                 "peak MB": "—" if c.peak_extra_mb is None else f"{c.peak_extra_mb:.1f}",
+                "other CPUs": "?" if c.background_cpus is None else f"{c.background_cpus:.2f}",
                 "agreement": (
                     c.error
                     if c.error is not None
@@ -914,8 +950,23 @@ def other_rows(result: BenchmarkResult) -> list[dict[str, str]]:
     return rows
 
 
+def _cpus(value: float | None) -> str:
+    return "?" if value is None else f"{value:.2f}"
+
+
 def _md_table(rows: list[dict[str, str]], columns: Sequence[str]) -> list[str]:
-    right = {"n", "d", "ours", "Flower", "speed-up", "mean(0)", "ours/mean", "peak MB", "time"}
+    right = {
+        "n",
+        "d",
+        "ours",
+        "Flower",
+        "speed-up",
+        "mean(0)",
+        "ours/mean",
+        "peak MB",
+        "other CPUs",
+        "time",
+    }
     lines = ["| " + " | ".join(columns) + " |"]
     lines.append("|" + "|".join("---:" if c in right else "---" for c in columns) + "|")
     for r in rows:
@@ -932,6 +983,8 @@ def to_markdown(result: BenchmarkResult) -> str:
         f"| started | {env.started_at} |",
         f"| CPU | {env.cpu}, {env.cpu_count} logical CPUs ({env.cpus_usable} usable) |",
         f"| load average (1, 5, 15 min) | at start {env.loadavg_start}, at end {env.loadavg_end} |",
+        f"| other processes | used {_cpus(env.background_cpus)} CPUs on average during the run "
+        f"(machine busy time minus this process's, steal included; per case in the table) |",
         f"| Python, platform | {env.python}, {env.platform} |",
         f"| numpy | {env.numpy}, BLAS {env.blas} |",
     ]

@@ -185,9 +185,19 @@ def _print_table(result: Any) -> None:
         title=f"aggregators vs Flower {result.environment.flwr} (seed {result.seed}, "
         f"{result.f_rule.split(' (')[0]})",
         caption="speed-up = Flower / ours; ours/mean = ours / updates.mean(0); "
-        "peak MB = extra memory of ours",
+        "peak MB = extra memory of ours; other CPUs = used by other processes meanwhile",
     )
-    right = {"n", "d", "ours", "Flower", "speed-up", "mean(0)", "ours/mean", "peak MB"}
+    right = {
+        "n",
+        "d",
+        "ours",
+        "Flower",
+        "speed-up",
+        "mean(0)",
+        "ours/mean",
+        "peak MB",
+        "other CPUs",
+    }
     for column in agg_bench.COLUMNS:
         table.add_column(column, justify="right" if column in right else "left")
     for row in agg_bench.table_rows(result):
