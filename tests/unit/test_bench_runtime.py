@@ -41,7 +41,7 @@ def _side(side: str, status: str = "ok", seconds: float | None = 1.0) -> rt.Side
         status,
         seconds_per_round=seconds if status == "ok" else None,
         round_seconds=(seconds,) if status == "ok" and seconds is not None else (),
-        detail="" if status == "ok" else f"{side} {status}: why\nmore",
+        detail="" if status == "ok" else f"{side} {status}: why (logs kept in /tmp/x)\nmore",
     )
 
 
@@ -247,13 +247,16 @@ def test_markdown_shows_failures_as_failures_not_numbers() -> None:
         },
     )
     text = rt.to_markdown(_result([case]), command="fedwarden bench runtime --clients 50")
-    assert text.startswith("## Round overhead\n")
+    assert text.startswith("### Results\n")
     assert "fedwarden bench runtime --clients 50" in text
     row = next(line for line in text.splitlines() if line.startswith("| 50 |"))
     assert row.split(" | ")[2:] == ["failed", "2.50 s", "pending", "—", "—", "n/a |"]
     assert "flower failed: why" in text
+    assert "/tmp/x" not in text
     assert "more" not in text
-    json.dumps(_result([case]).to_dict())
+    result = _result([case])
+    saved = json.loads(json.dumps(result.to_dict()))
+    assert rt.RuntimeBenchResult.from_dict(saved) == result
 
 
 def test_settling_between_deployments_is_bounded() -> None:

@@ -431,8 +431,8 @@ def run_flower(
         note = ""
         if launches or refusals:
             note = (
-                f"; the SuperNodes' logs show {launches} ClientApp launches for "
-                f"{clients * (warmup + rounds)} messages and {refusals} task-token refusals"
+                f"; by then the SuperNodes' logs had recorded {launches} ClientApp launches "
+                f"and {refusals} task-token refusals"
             )
         if run_id:
             _flwr_log(env, run_id, logs / "serverapp.log")

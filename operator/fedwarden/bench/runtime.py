@@ -29,6 +29,7 @@ import datetime as _dt
 import importlib.metadata
 import os
 import platform
+import re
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -160,6 +161,33 @@ class RuntimeBenchResult:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RuntimeBenchResult:
+        """The inverse of :meth:`to_dict` (e.g. to format a saved ``runtime.json`` again)."""
+        env = dict(data["environment"])
+        for key in ("loadavg_start", "loadavg_end"):
+            if env.get(key) is not None:
+                env[key] = tuple(env[key])
+        cases = []
+        for case in data["cases"]:
+            sides = {}
+            for name, side in case["sides"].items():
+                fields = dict(side)
+                for key in ("round_seconds", "warmup_seconds"):
+                    fields[key] = tuple(fields[key])
+                sides[name] = SideResult(**fields)
+            cases.append(CaseResult(**{**case, "sides": sides}))
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(
+            **{
+                **{k: v for k, v in data.items() if k in known},
+                "clients": tuple(data["clients"]),
+                "sides": tuple(data["sides"]),
+                "environment": Environment(**env),
+                "cases": tuple(cases),
+            }
+        )
 
 
 def format_seconds(seconds: float) -> str:
@@ -526,11 +554,11 @@ def _samples(side: SideResult) -> str:
 
 
 def to_markdown(result: RuntimeBenchResult, command: str | None = None) -> str:
-    """The "Round overhead" section of ``benchmarks/README.md`` for this result."""
+    """The results block of the "Round overhead" section of ``benchmarks/README.md``."""
     env = result.environment
-    lines = ["## Round overhead", ""]
+    lines = ["### Results", ""]
     if command:
-        lines += ["```", command, "```", ""]
+        lines += ["```console", command, "```", ""]
     lines += [
         f"{result.method}. Target: {result.target}. Security: Flower: "
         f"{_runtime_flower.SECURITY}; fedwarden: {_runtime_fedwarden.SECURITY}.",
@@ -540,12 +568,13 @@ def to_markdown(result: RuntimeBenchResult, command: str | None = None) -> str:
     ]
     for row in table_rows(result):
         lines.append("| " + " | ".join(row[c] for c in COLUMNS) + " |")
-    lines += ["", "Per side (seconds):", ""]
+    lines += ["", "Every deployment:", ""]
     for case in result.cases:
         for side in case.sides.values():
             text = _samples(side)
-            if side.status in ("pending", "failed"):
-                text += f": {side.detail.splitlines()[0] if side.detail else ''}"
+            if side.status in ("pending", "failed") and side.detail:
+                # the first line says why; where the logs were kept is in the JSON
+                text += ": " + re.sub(r" \(logs kept in [^)]*\)", "", side.detail.splitlines()[0])
             lines.append(f"- N={case.clients}, {side.side}: {text}")
     lines += [
         "",
