@@ -84,6 +84,34 @@ def _live_members(group: int) -> list[int]:
     return live
 
 
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads /proc")
+def test_stop_finds_processes_that_left_for_a_session_of_their_own(tmp_path: Path) -> None:
+    # Flower's SuperExec detaches into a new session; its ServerApp outlives it if not found
+    procs = ProcessSet(marker=str(tmp_path))
+    seen = procs.start(
+        "seen", ["sh", "-c", "setsid sleep 300 & echo $!; sleep 300"], tmp_path / "seen.log"
+    )
+    orphan = procs.start("orphan", ["sh", "-c", "setsid sleep 301 & echo $!"], tmp_path / "o.log")
+    wait_for(lambda: bool(seen.tail().strip() and orphan.tail().strip()), 10.0, "the shells")
+    detached, orphaned = int(seen.tail().strip()), int(orphan.tail().strip())
+    assert detached in procs.members()  # found through its parent, its session remembered
+    os.kill(seen.pid, signal.SIGKILL)  # now an orphan too, in a session nobody started here
+    seen.popen.wait(timeout=10)
+    assert detached in procs.members()
+    assert orphaned in procs.marked()  # its parent had gone before anyone looked
+    procs.stop_all(grace=1.0)
+    assert not _alive(detached)
+    assert not _alive(orphaned)
+
+
 def test_wait_for_names_a_dead_process_and_shows_its_log(tmp_path: Path) -> None:
     procs = ProcessSet()
     procs.start(
@@ -273,6 +301,8 @@ def test_run_refuses_bad_arguments() -> None:
         rt.run(clients=(2,), sides=("tensorflow",))
     with pytest.raises(ValueError, match="params and rounds"):
         rt.run(clients=(2,), rounds=0)
+    with pytest.raises(ValueError, match="settle"):
+        rt.run(clients=(2,), settle=-1)
 
 
 # --- the command --------------------------------------------------------------------------
@@ -324,7 +354,9 @@ def test_a_failed_flower_deployment_is_a_result_and_ours_an_error(
 
 @pytest.mark.slow
 def test_tiny_fedwarden_run_structure_and_json() -> None:
-    result = rt.run(sides=(rt.FEDWARDEN_FEDAVG, rt.FEDWARDEN_RECOMMENDED), timeout=TIMEOUT, **TINY)
+    result = rt.run(
+        sides=(rt.FEDWARDEN_FEDAVG, rt.FEDWARDEN_RECOMMENDED), timeout=TIMEOUT, settle=0, **TINY
+    )
     (case,) = result.cases
     assert (case.clients, case.params) == (2, 1000)
     assert set(case.sides) == {rt.FEDWARDEN_FEDAVG, rt.FEDWARDEN_RECOMMENDED}
@@ -347,7 +379,7 @@ def test_tiny_run_of_every_side_through_the_command(tmp_path: Path) -> None:
     out = tmp_path / "runtime.json"
     result = _invoke(
         "--clients", "2", "--params", "1000", "--rounds", "1", "--warmup", "1",
-        "--timeout", str(TIMEOUT), "--output", str(out), "--json",
+        "--timeout", str(TIMEOUT), "--settle", "5", "--output", str(out), "--json",
     )  # fmt: skip
     assert result.exit_code in (0, 1), result.output
     payload = json.loads(result.stdout)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 __all__ = [
+    "MARKER",
     "DeploymentError",
     "ManagedProcess",
     "MemoryGuard",
@@ -131,17 +132,33 @@ class ManagedProcess:
             self.popen.wait(timeout=5.0)
 
 
+MARKER = "FEDWARDEN_BENCH_DEPLOYMENT"
+"""An environment variable every process of a deployment inherits, to find strays at the end."""
+
+
 class ProcessSet:
     """Processes started for one deployment; :meth:`stop_all` stops them in reverse order.
 
     ``clean_exit_ok``: :meth:`check_alive` does not count a process that exited with 0.
+    ``marker``: the value of :data:`MARKER` given to every process started, which its
+    descendants inherit.
+
+    A deployment's processes are the sessions of the processes started here and every session
+    one of their descendants starts: Flower's SuperExec detaches into a session of its own, and
+    the ServerApp it launches outlives it unless it is found. :meth:`members` remembers each
+    session it sees, so an orphan is still found after its parent has gone.
     """
 
     def __init__(
-        self, processes: Sequence[ManagedProcess] = (), clean_exit_ok: bool = False
+        self,
+        processes: Sequence[ManagedProcess] = (),
+        clean_exit_ok: bool = False,
+        marker: str | None = None,
     ) -> None:
         self.processes: list[ManagedProcess] = list(processes)
         self.clean_exit_ok = clean_exit_ok
+        self.marker = marker
+        self.sessions: set[int] = {p.pid for p in self.processes}
 
     def start(
         self,
@@ -151,9 +168,48 @@ class ProcessSet:
         env: Mapping[str, str] | None = None,
         cwd: Path | None = None,
     ) -> ManagedProcess:
-        proc = ManagedProcess(name, argv, log, env=env, cwd=cwd)
+        full_env = dict(os.environ if env is None else env)
+        if self.marker is not None:
+            full_env[MARKER] = self.marker
+        proc = ManagedProcess(name, argv, log, env=full_env, cwd=cwd)
         self.processes.append(proc)
+        self.sessions.add(proc.pid)
         return proc
+
+    def members(self) -> dict[int, str]:
+        """``pid -> command name`` of every live process of the deployment (Linux ``/proc``)."""
+        table = _process_table()
+        known = {pid for pid, row in table.items() if row.session in self.sessions}
+        changed = True
+        while changed:  # descendants that started sessions of their own
+            changed = False
+            for pid, row in table.items():
+                if pid not in known and row.ppid in known:
+                    known.add(pid)
+                    self.sessions.add(row.session)
+                    changed = True
+        return {
+            pid: row.name
+            for pid, row in table.items()
+            if row.session in self.sessions and row.state != "Z"
+        }
+
+    def marked(self) -> list[int]:
+        """Live processes that carry this deployment's :data:`MARKER` (reads ``environ``)."""
+        if self.marker is None:
+            return []
+        needle = f"{MARKER}={self.marker}".encode()
+        found = []
+        for pid, row in _process_table().items():
+            if row.state == "Z" or pid == os.getpid():
+                continue
+            try:
+                environ = Path(f"/proc/{pid}/environ").read_bytes()
+            except OSError:
+                continue
+            if needle in environ.split(b"\0"):
+                found.append(pid)
+        return found
 
     def dead(self) -> list[ManagedProcess]:
         return [
@@ -173,9 +229,13 @@ class ProcessSet:
         return {p.name: p.tail(lines) for p in self.processes[:limit]}
 
     def stop_all(self, grace: float = 10.0) -> None:
+        """SIGTERM to every process of the deployment, SIGKILL to what is left after ``grace``
+        seconds, then to any stray that still carries the marker."""
+        strays = set(self.members()) - {p.pid for p in self.processes}
         # SIGTERM everything first, so that stopping N processes takes one grace period
         for proc in reversed(self.processes):
             proc._signal_group(signal.SIGTERM)
+        _signal_pids(strays, signal.SIGTERM)
         deadline = time.monotonic() + grace
         for proc in reversed(self.processes):
             remaining = max(0.0, deadline - time.monotonic())
@@ -183,12 +243,34 @@ class ProcessSet:
                 proc.popen.wait(timeout=remaining)
         for proc in reversed(self.processes):
             proc.stop(grace=0.0)
+        left = set(self.members()) | set(self.marked())
+        _signal_pids(left, signal.SIGKILL)
+        deadline = time.monotonic() + 5.0
+        while left and time.monotonic() < deadline:  # a kill takes effect asynchronously
+            time.sleep(0.05)
+            left = {pid for pid in left if _running(pid)}
 
     def __enter__(self) -> ProcessSet:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.stop_all()
+
+
+def _running(pid: int) -> bool:
+    """The process exists and is not a zombie (an orphan's zombie waits for init)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat[stat.rfind(")") + 2 :].split()[:1] != ["Z"]
+
+
+def _signal_pids(pids: set[int], sig: signal.Signals) -> None:
+    for pid in pids:
+        if pid != os.getpid():
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, sig)
 
 
 def mem_available_mb() -> float | None:
@@ -323,25 +405,38 @@ class Snapshot:
         return f"{self.count} processes ({top}) holding {self.memory_mb:.0f} MiB"
 
 
-def _stat(entry: Path) -> tuple[str, int] | None:
-    """``(command name, session id)`` of a ``/proc/<pid>`` entry."""
-    try:
-        stat = (entry / "stat").read_text()
-    except OSError:
-        return None
-    # the command name is in parentheses and may hold spaces: split after the last ')'
-    name = stat[stat.find("(") + 1 : stat.rfind(")")]
-    fields = stat[stat.rfind(")") + 2 :].split()
-    try:
-        return name, int(fields[3])  # state ppid pgrp session
-    except (IndexError, ValueError):
-        return None
+@dataclass(frozen=True)
+class _Row:
+    name: str
+    state: str
+    ppid: int
+    session: int
 
 
-def _memory_kb(entry: Path) -> int:
+def _process_table() -> dict[int, _Row]:
+    """Every process on the machine from ``/proc/<pid>/stat`` (empty where there is none)."""
+    table: dict[int, _Row] = {}
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return table
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            # the name is in parentheses and may hold spaces: split after the last ')'
+            name = stat[stat.find("(") + 1 : stat.rfind(")")]
+            state, ppid, _pgrp, session = stat[stat.rfind(")") + 2 :].split()[:4]
+            table[int(entry.name)] = _Row(name, state, int(ppid), int(session))
+        except (OSError, ValueError):
+            continue
+    return table
+
+
+def _memory_kb(pid: int) -> int:
     for name, key in (("smaps_rollup", "Pss:"), ("status", "VmRSS:")):
         try:
-            for line in (entry / name).read_text().splitlines():
+            for line in Path(f"/proc/{pid}/{name}").read_text().splitlines():
                 if line.startswith(key):
                     return int(line.split()[1])
         except (OSError, ValueError, IndexError):
@@ -350,20 +445,13 @@ def _memory_kb(entry: Path) -> int:
 
 
 def snapshot(processes: ProcessSet) -> Snapshot:
-    """Count, name and measure every process in the sessions of ``processes``."""
-    sessions = {p.pid for p in processes.processes}
-    proc = Path("/proc")
+    """Count, name and measure every live process of the deployment (see
+    :meth:`ProcessSet.members`)."""
     names: dict[str, int] = {}
     total_kb = 0
-    if proc.is_dir():
-        for entry in proc.iterdir():
-            if not entry.name.isdigit():
-                continue
-            stat = _stat(entry)
-            if stat is None or stat[1] not in sessions:
-                continue
-            names[stat[0]] = names.get(stat[0], 0) + 1
-            total_kb += _memory_kb(entry)
+    for pid, name in processes.members().items():
+        names[name] = names.get(name, 0) + 1
+        total_kb += _memory_kb(pid)
     return Snapshot(sum(names.values()), total_kb / 1024.0, names)
 
 

@@ -156,7 +156,7 @@ def run_fedwarden(
     report = work / "report.jsonl"
     total_rounds = warmup + rounds
     failed = True
-    processes = ProcessSet()
+    processes = ProcessSet(marker=str(work))
     guard = MemoryGuard(processes)
     try:
         say(f"{label}: CA and {clients + 1} certificates")

@@ -261,7 +261,7 @@ def run_flower(
     result_path = work / "result.json"
     failed = True
     run_id = ""
-    processes = ProcessSet()
+    processes = ProcessSet(marker=str(work))
 
     def storm(snap: Snapshot) -> str | None:
         # Flower starts one ClientApp process per message, at most N at a time when healthy;

@@ -424,10 +424,13 @@ def run(
     timeout: float = 1800.0,
     keep_logs: bool = False,
     on_progress: Progress | None = None,
+    settle: float = 30.0,
 ) -> RuntimeBenchResult:
     """Run every side in ``sides`` for every ``N`` in ``clients``, one deployment at a time.
 
-    ``timeout`` bounds each deployment (start, rounds, stop). A side that fails is reported as
+    ``timeout`` bounds each deployment (start, rounds, stop); ``settle`` the pause before each
+    deployment but the first, which ends earlier once the machine is quiet (0: no pause). A
+    side that fails is reported as
     ``failed`` with the cause and its logs' tails; the other sides still run. Raises
     :class:`FlowerNotInstalledError` if Flower is asked for and not installed.
     """
@@ -438,8 +441,8 @@ def run(
     unknown = [s for s in sides if s not in SIDES]
     if unknown or not sides:
         raise ValueError(f"unknown side {unknown}; choose from {', '.join(SIDES)}")
-    if timeout <= 0:
-        raise ValueError("timeout must be > 0")
+    if timeout <= 0 or settle < 0:
+        raise ValueError("timeout must be > 0 and settle >= 0")
     if FLOWER in sides and _runtime_flower.flower_version() is None:
         raise FlowerNotInstalledError(
             "Flower is not installed: pip install 'fedwarden[flower]' (flwr 1.42)"
@@ -462,9 +465,9 @@ def run(
             for side in RUN_ORDER:
                 if side not in sides:
                     continue
-                if not first:
+                if not first and settle > 0:
                     report(f"letting the machine settle before {side} N={n}")
-                    _settle()
+                    _settle(minimum=min(3.0, settle), maximum=settle)
                 first = False
                 report(f"{side} N={n}")
                 load_before = _loadavg()

@@ -95,6 +95,14 @@ def _sides(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str,
     "and reported as failed.",
 )
 @click.option(
+    "--settle",
+    type=click.FloatRange(min=0),
+    default=30.0,
+    show_default=True,
+    help="Longest pause before each deployment, ended early once the machine is quiet "
+    "(at most one runnable task per CPU); 0: none.",
+)
+@click.option(
     "--keep-logs",
     is_flag=True,
     help="Keep every deployment's logs (failed ones are always kept); their directory is in "
@@ -119,6 +127,7 @@ def runtime(
     warmup: int,
     sides: tuple[str, ...],
     timeout: float,
+    settle: float,
     keep_logs: bool,
     output: Path | None,
     markdown: bool,
@@ -142,7 +151,7 @@ def runtime(
         raise click.UsageError("--json and --markdown both print to stdout: choose one")
 
     command = _command_line(
-        clients, params, rounds, warmup, sides, timeout, output, markdown, as_json, rt.SIDES
+        clients, params, rounds, warmup, sides, timeout, settle, output, markdown, as_json
     )
     with user_errors():
         try:
@@ -170,6 +179,7 @@ def runtime(
                     timeout=timeout,
                     keep_logs=keep_logs,
                     on_progress=on_progress,
+                    settle=settle,
                 )
         except rt.FlowerNotInstalledError as exc:
             raise click.ClickException(str(exc)) from exc
@@ -204,12 +214,14 @@ def _command_line(
     warmup: int,
     sides: tuple[str, ...],
     timeout: float,
+    settle: float,
     output: Path | None,
     markdown: bool,
     as_json: bool,
-    all_sides: tuple[str, ...],
 ) -> str:
     """The command that reproduces this run, written next to its results."""
+    from fedwarden.bench.runtime import SIDES
+
     parts = [
         "fedwarden bench runtime",
         f"--clients {','.join(map(str, clients))}",
@@ -217,10 +229,12 @@ def _command_line(
         f"--rounds {rounds}",
         f"--warmup {warmup}",
     ]
-    if tuple(sides) != tuple(all_sides):
+    if tuple(sides) != SIDES:
         parts.append(f"--sides {','.join(sides)}")
     if timeout != 1800.0:
         parts.append(f"--timeout {timeout:g}")
+    if settle != 30.0:
+        parts.append(f"--settle {settle:g}")
     if output is not None:
         parts.append(f"--output {shlex.quote(str(output))}")
     if markdown:
