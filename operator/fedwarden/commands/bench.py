@@ -14,6 +14,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from fedwarden.commands._common import console, emit_json, json_option, user_errors
+from fedwarden.commands.bench_defences import defences
 from fedwarden.commands.bench_runtime import runtime
 
 
@@ -210,3 +211,4 @@ def _print_table(result: Any) -> None:
 
 
 bench.add_command(runtime)
+bench.add_command(defences)
