@@ -144,8 +144,53 @@ class PipelineConfig:
 
     @classmethod
     def recommended(cls, privacy: PrivacyConfig | None = None) -> PipelineConfig:
-        """fedwarden's recommended defences (chosen by the defence matrix in benchmarks/)."""
-        return cls(privacy=privacy or PrivacyConfig())
+        """fedwarden's recommended defences, chosen by the defence matrix
+        (``benchmarks/defence-matrix.md``, ``fedwarden bench defences``).
+
+        Without central DP: centered clipping (τ = 0.2, 10 iterations from the origin) of updates
+        clipped to the adaptive median norm (Andrew et al., γ = 0.5), the cohort outlier test
+        at a robust z-score of 14, the free-rider tests, and a ban after 3 strikes. Of the rules
+        that ignore the clients' claimed sample counts and need no assumed number of attackers
+        (so they run on any cohort size), it had the best worst case over the attacks. The
+        outlier threshold is high on purpose: at 3.5, and down to about 12, honest clients with
+        large shards were banned, because colluding attackers that send identical vectors
+        shrink the cohort's MAD; at 14 it still bans grossly scaled updates. τ is absolute:
+        0.2 suits update norms of order 0.1–1 (the simulation's models); for a model whose
+        updates are much larger or smaller, set τ near the clipping norm.
+
+        With central DP (``privacy.mode == "central"``): DP-FedAvg, the unweighted mean of
+        updates clipped to the adaptive median norm with a fixed denominator, and only the
+        per-update checks. Every robust rule and every test that compares an update with the
+        rest of the cohort has a sensitivity that does not shrink with the cohort (about 2C
+        instead of C/n, see docs/privacy.md), i.e. n/2 times the noise for the same ε, and
+        FedAvg with cohort-dependent filters has no sound bound under Poisson sampling. Robustness
+        then rests on clipping: one client moves a round by at most C/n. Free riders are not
+        detected in this mode.
+
+        Setting ``privacy`` on the non-private recommendation instead (``dataclasses.replace``)
+        keeps centered clipping and the filters; that is sound, with the larger noise.
+        """
+        privacy = privacy or PrivacyConfig()
+        clipping = ClippingConfig(mode="adaptive", clip_norm=1.0, target_quantile=0.5)
+        if privacy.mode == "central":
+            return cls(
+                aggregator="fedavg",
+                aggregator_params={},
+                validation=ValidationConfig(outlier_z=None),
+                clipping=clipping,
+                free_riders=FreeRiderConfig(enabled=False),
+                strikes_to_ban=3,
+                privacy=privacy,
+            )
+        return cls(
+            aggregator="centered-clip",
+            aggregator_params={"tau": 0.2},
+            validation=ValidationConfig(outlier_z=14.0),
+            clipping=clipping,
+            free_riders=FreeRiderConfig(),
+            strikes_to_ban=3,
+            privacy=privacy,
+        )
 
     @classmethod
     def plain_fedavg(cls) -> PipelineConfig:
