@@ -93,6 +93,17 @@ def test_defence_none_is_plain_fedavg() -> None:
     assert pipeline["clipping"]["mode"] == "none"
 
 
+def test_recommended_defence_with_central_dp_is_dp_fedavg() -> None:
+    args = [*TINY, "--dp", "central", "--noise-multiplier", "1.0", "--json"]
+    result = _run(args)
+    assert result.exit_code == 0, result.output
+    pipeline = json.loads(result.stdout)["config"]["pipeline"]
+    assert pipeline["aggregator"] == "fedavg"
+    assert pipeline["clipping"]["mode"] == "adaptive"
+    assert pipeline["validation"]["outlier_z"] is None
+    assert pipeline["free_riders"]["enabled"] is False
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

@@ -339,8 +339,23 @@ def _build_config(options: dict[str, Any]) -> Any:
     from fedwarden.pipeline.round import PipelineConfig, PrivacyConfig
     from fedwarden.sim.runner import SimulationConfig
 
+    privacy = None
+    if options["dp"] != "none":
+        privacy = PrivacyConfig(
+            mode=options["dp"],
+            noise_multiplier=options["noise_multiplier"],
+            target_epsilon=options["target_epsilon"],
+            delta=options["delta"],
+            accountant=options["accountant"],
+            rounds=options["rounds"],
+            sample_rate=_sample_rate(options),
+            sampling=options["sampling"] or "poisson",
+        )
+    elif options["target_epsilon"] is not None or options["noise_multiplier"] is not None:
+        raise ValueError("--target-epsilon and --noise-multiplier need --dp central or --dp local")
+    # the recommendation depends on the privacy mode (DP-FedAvg with central DP)
     base = (
-        PipelineConfig.recommended()
+        PipelineConfig.recommended(privacy)
         if options["defence"] == "recommended"
         else PipelineConfig.plain_fedavg()
     )
@@ -369,19 +384,8 @@ def _build_config(options: dict[str, Any]) -> Any:
         )
     if options["strikes_to_ban"] is not None:
         changes["strikes_to_ban"] = options["strikes_to_ban"]
-    if options["dp"] != "none":
-        changes["privacy"] = PrivacyConfig(
-            mode=options["dp"],
-            noise_multiplier=options["noise_multiplier"],
-            target_epsilon=options["target_epsilon"],
-            delta=options["delta"],
-            accountant=options["accountant"],
-            rounds=options["rounds"],
-            sample_rate=_sample_rate(options),
-            sampling=options["sampling"] or "poisson",
-        )
-    elif options["target_epsilon"] is not None or options["noise_multiplier"] is not None:
-        raise ValueError("--target-epsilon and --noise-multiplier need --dp central or --dp local")
+    if privacy is not None:
+        changes["privacy"] = privacy
     pipeline = dataclasses.replace(base, **changes) if changes else base
     return SimulationConfig(
         dataset=options["dataset"],
