@@ -93,6 +93,9 @@ class Defence:
     name: str
     pipeline: PipelineConfig
     description: str = ""
+    #: the rule weights updates by the sample counts clients claim, which an attacker inflates
+    #: at will (no column here does); such a row is compared with, never recommended
+    trusts_claimed_counts: bool = False
 
 
 def _full(aggregator: str, **params: Any) -> PipelineConfig:
@@ -115,8 +118,18 @@ def default_defences(f: int = 5) -> tuple[Defence, ...]:
     buckets = {"preaggregation": "bucketing", "bucket_size": 2, "seed": 0}
     tau = 0.2
     return (
-        Defence("plain-fedavg", PipelineConfig.plain_fedavg(), "no defence at all"),
-        Defence("fedavg", _full("fedavg"), "clipped mean weighted by the claimed sample counts"),
+        Defence(
+            "plain-fedavg",
+            PipelineConfig.plain_fedavg(),
+            "no defence at all",
+            trusts_claimed_counts=True,
+        ),
+        Defence(
+            "fedavg",
+            _full("fedavg"),
+            "clipped mean weighted by the claimed sample counts",
+            trusts_claimed_counts=True,
+        ),
         Defence("krum", _full("krum", f=f), f"f={f}"),
         Defence("multi-krum", _full("multi-krum", f=f), f"f={f}, m=n−f"),
         Defence("median", _full("median"), "coordinate-wise"),
@@ -265,6 +278,7 @@ class MatrixConfig:
                 {
                     "name": d.name,
                     "description": d.description,
+                    "trusts_claimed_counts": d.trusts_claimed_counts,
                     "pipeline": _pipeline_dict(d.pipeline),
                 }
                 for d in self.defences
@@ -437,7 +451,8 @@ def check_criteria(
 
     - *far above plain FedAvg*: its worst case is at least ``far_above`` (absolute accuracy)
       above the baseline row's;
-    - *near the best*: its worst case is at most ``within`` below the best row's;
+    - *near the best*: its worst case is at most ``within`` below the best row's, and (reported
+      separately) below the best row's among the rules that ignore claimed sample counts;
     - *backdoor*: its backdoor success rate is below ``max_backdoor``;
     - *free riders*: in every free-rider run of the row, F1 of the bans ≥ ``min_f1``;
     - *no honest client banned*: in every run of the row, attack matrix and free-rider runs.
@@ -467,17 +482,19 @@ def check_criteria(
             )
         )
     best = max(rows.values(), key=lambda r: r.worst)
-    gap = best.worst - rec.worst
-    out.append(
-        Criterion(
-            "within 2 points of the best row",
-            gap <= within + 1e-12,
-            gap,
-            within,
-            f"worst case {rec.worst:.3f} vs best {best.worst:.3f} ({best.defence}): "
-            f"{100 * gap:.1f} points below",
+    out.append(_near_best(rec, best, within, "within 2 points of the best row"))
+    trusting = {d.name for d in cfg.defences if d.trusts_claimed_counts}
+    candidates = [r for r in rows.values() if r.defence not in trusting]
+    if trusting and candidates:
+        best_robust = max(candidates, key=lambda r: r.worst)
+        out.append(
+            _near_best(
+                rec,
+                best_robust,
+                within,
+                "within 2 points of the best row that ignores claimed sample counts",
+            )
         )
-    )
     if rec.backdoor_success is None:
         out.append(
             Criterion("backdoor success < 10%", False, None, max_backdoor, "no backdoor column")
@@ -521,6 +538,18 @@ def check_criteria(
         )
     )
     return out
+
+
+def _near_best(rec: RowSummary, best: RowSummary, within: float, name: str) -> Criterion:
+    gap = best.worst - rec.worst
+    return Criterion(
+        name,
+        gap <= within + 1e-12,
+        gap,
+        within,
+        f"worst case {rec.worst:.3f} vs best {best.worst:.3f} ({best.defence}): "
+        f"{100 * gap:.1f} points below",
+    )
 
 
 # --- running ------------------------------------------------------------------------------

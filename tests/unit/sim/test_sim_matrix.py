@@ -191,6 +191,23 @@ def test_criteria_fail_with_the_numbers() -> None:
     assert not verdict["no honest client banned"].passed
 
 
+def test_a_row_that_trusts_claimed_counts_is_also_left_out_of_the_comparison() -> None:
+    result = _synthetic((0.92, 0.80, 0.0), (0.93, 0.89, 0.0), [_rider("recommended", 1.0)])
+    trusting = tuple(
+        dataclasses.replace(d, trusts_claimed_counts=d.name in ("plain-fedavg", "best"))
+        for d in result.config.defences
+    )
+    result = dataclasses.replace(
+        result, config=dataclasses.replace(result.config, defences=trusting)
+    )
+    verdict = {c.name: c for c in check_criteria(result)}
+    assert not verdict["within 2 points of the best row"].passed
+    robust = verdict["within 2 points of the best row that ignores claimed sample counts"]
+    assert robust.passed
+    assert robust.value == pytest.approx(0.0)
+    assert "(recommended)" in robust.detail
+
+
 def test_skipped_and_never_trained_cells_are_marked() -> None:
     result = _synthetic((0.9, 0.9, 0.0), (0.9, 0.9, 0.0), [])
     result.cells[3] = _cell("recommended", "none", 0.1, skipped_rounds=10)
