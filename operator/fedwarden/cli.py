@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from fedwarden import __version__
-from fedwarden.commands import bench, demo, pki, privacy, simulate
+from fedwarden.commands import bench, crds, demo, pki, privacy, simulate
 from fedwarden.commands.aggregator import aggregator
 from fedwarden.commands.client import client
 
@@ -23,6 +23,7 @@ main.add_command(pki.pki)
 main.add_command(aggregator)
 main.add_command(client)
 main.add_command(demo.demo)
+main.add_command(crds.crds)
 
 if __name__ == "__main__":  # `python -m fedwarden.cli`, as the demo starts its processes
     main()

@@ -1,0 +1,21 @@
+"""The custom resources' models (pydantic v2): the single source of the CRD schemas.
+
+``fedwarden crds`` turns them into structural OpenAPI v3 CRDs (:mod:`fedwarden.api.crd`);
+the operator parses resources with them. Field names are the Kubernetes camelCase names.
+"""
+
+from fedwarden.api.client import FLClient, FLClientSpec, FLClientStatus
+from fedwarden.api.common import GROUP, VERSION, Condition
+from fedwarden.api.training import FederatedTraining, FederatedTrainingSpec, FederatedTrainingStatus
+
+__all__ = [
+    "GROUP",
+    "VERSION",
+    "Condition",
+    "FLClient",
+    "FLClientSpec",
+    "FLClientStatus",
+    "FederatedTraining",
+    "FederatedTrainingSpec",
+    "FederatedTrainingStatus",
+]

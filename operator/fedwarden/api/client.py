@@ -1,0 +1,103 @@
+"""``FLClient`` (short name ``flc``): one site taking part in a training."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field
+
+from fedwarden.api.common import API_VERSION, Condition, Model, ResourceRequirements, cel_rules
+
+
+class TrainingRef(Model):
+    name: str = Field(
+        min_length=1, max_length=253, description="FederatedTraining, same namespace."
+    )
+
+
+class WorkloadSpec(Model):
+    """An in-cluster client process (`fedwarden client`) run by the operator as a Job."""
+
+    image: str = Field(default="ghcr.io/fedwarden/client:0.1.0", min_length=1)
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
+    partition: str = Field(
+        default="iid",
+        pattern=r"^(iid|dirichlet:[0-9]+(\.[0-9]+)?|shards:[0-9]+)$",
+        description="How the task's training set is split: iid, dirichlet:<alpha>, shards:<n>.",
+    )
+    client_index: int | None = Field(default=None, ge=0, description="This site's shard.")
+    num_clients: int = Field(default=1, ge=1, description="Shards of the split.")
+    local_epochs: int = Field(default=1, ge=1, le=1000)
+    learning_rate: float = Field(default=0.1, gt=0, le=100)
+    batch_size: int = Field(default=16, ge=1, le=100000)
+    extra_args: list[str] | None = Field(
+        default=None, description="Appended to the `fedwarden client` command line."
+    )
+    command: list[str] | None = Field(
+        default=None,
+        description="Replaces the `fedwarden client` command (a custom client); the TLS "
+        "directory and server address are passed in FEDWARDEN_TLS_DIR and FEDWARDEN_SERVER.",
+    )
+    resources: ResourceRequirements | None = None
+    node_selector: dict[str, str] | None = None
+
+
+class FLClientSpec(Model):
+    model_config = Model.model_config | {
+        "json_schema_extra": cel_rules(
+            (
+                "has(self.csr) != self.issueKey",
+                "set exactly one of csr (a remote site's certificate request) and issueKey: true "
+                "(the operator makes the key)",
+            ),
+            (
+                "!has(self.workload) || self.issueKey",
+                "an in-cluster workload needs issueKey: true (its key lives in a Secret)",
+                ".workload",
+            ),
+            ("self.trainingRef == oldSelf.trainingRef", "trainingRef is immutable", ".trainingRef"),
+        )
+    }
+
+    training_ref: TrainingRef
+    client_id: str | None = Field(
+        default=None,
+        pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$",
+        max_length=63,
+        description="The identity in the certificate; default the FLClient's name.",
+    )
+    region: str | None = Field(default=None, max_length=63, description="Where the data lives.")
+    csr: str | None = Field(
+        default=None,
+        max_length=16384,
+        pattern=r"-----BEGIN CERTIFICATE REQUEST-----",
+        description="PEM CSR made at the site (fedwarden pki csr); its key never leaves it.",
+    )
+    issue_key: bool = Field(default=False, description="The operator makes a key in a Secret.")
+    workload: WorkloadSpec | None = None
+
+
+ClientPhase = Literal["Pending", "Enrolled", "Active", "Banned", "Revoked"]
+
+
+class FLClientStatus(Model):
+    phase: ClientPhase = "Pending"
+    certificate_serial: str | None = None
+    certificate_secret: str | None = Field(default=None, description="Secret with tls.crt.")
+    not_after: str | None = None
+    renewal_time: str | None = None
+    strikes: int = Field(default=0, ge=0)
+    last_score: float | None = Field(default=None, description="Last contribution score.")
+    rounds_participated: int = Field(default=0, ge=0)
+    ban_reason: str | None = None
+    message: str | None = None
+    observed_generation: int | None = None
+    conditions: list[Condition] = Field(default_factory=list)
+
+
+class FLClient(Model):
+    api_version: Literal["fedwarden.io/v1alpha1"] = API_VERSION  # type: ignore[assignment]
+    kind: Literal["FLClient"] = "FLClient"
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    spec: FLClientSpec
+    status: FLClientStatus | None = None

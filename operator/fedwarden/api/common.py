@@ -1,0 +1,109 @@
+"""Pieces both resources share: the base model, conditions, durations, label selectors."""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+GROUP = "fedwarden.io"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+
+#: Go's time.ParseDuration syntax restricted to h, m and s (what cert-manager accepts, and
+#: what CEL's duration() parses in the schema's rules)
+DURATION_PATTERN = r"^([0-9]+(\.[0-9]+)?(h|m|s))+$"
+_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(h|m|s)")
+_UNIT_SECONDS = {"h": 3600.0, "m": 60.0, "s": 1.0}
+
+Duration = Annotated[str, Field(pattern=DURATION_PATTERN, examples=["2160h", "90m", "1h30m"])]
+
+
+def parse_duration(text: str) -> timedelta:
+    """``"1h30m"`` → ``timedelta(hours=1, minutes=30)``; ``ValueError`` on anything else."""
+    if not re.fullmatch(DURATION_PATTERN, text):
+        raise ValueError(f"{text!r} is not a duration such as 2160h, 90m or 1h30m")
+    return timedelta(seconds=sum(float(n) * _UNIT_SECONDS[u] for n, u in _PART.findall(text)))
+
+
+def cel_rules(*rules: tuple[str, str] | tuple[str, str, str]) -> dict[str, Any]:
+    """CEL rules of a schema node (``x-kubernetes-validations``), each (rule, message) or
+    (rule, message, fieldPath): the API server checks them and names the field when one fails."""
+    out: list[dict[str, str]] = []
+    for rule in rules:
+        entry = {"rule": rule[0], "message": rule[1]}
+        if len(rule) == 3:
+            entry["fieldPath"] = rule[2]
+        out.append(entry)
+    return {"x-kubernetes-validations": out}
+
+
+class Model(BaseModel):
+    """Base of every API model: camelCase names, unknown fields refused, values validated on
+    assignment (the controller edits status objects)."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="forbid",
+        validate_assignment=True,
+    )
+
+    def to_k8s(self) -> dict[str, Any]:
+        """The JSON object the API server stores (camelCase, unset optional fields left out)."""
+        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+class LabelSelectorRequirement(Model):
+    key: str = Field(min_length=1, max_length=317)
+    operator: Literal["In", "NotIn", "Exists", "DoesNotExist"]
+    values: list[str] | None = None
+
+
+class LabelSelector(Model):
+    """A Kubernetes label selector (``matchLabels`` and ``matchExpressions``, ANDed)."""
+
+    match_labels: dict[str, str] | None = None
+    match_expressions: list[LabelSelectorRequirement] | None = None
+
+    def matches(self, labels: dict[str, str]) -> bool:
+        for key, value in (self.match_labels or {}).items():
+            if labels.get(key) != value:
+                return False
+        for req in self.match_expressions or []:
+            present = req.key in labels
+            if req.operator == "Exists" and not present:
+                return False
+            if req.operator == "DoesNotExist" and present:
+                return False
+            if req.operator == "In" and labels.get(req.key) not in (req.values or []):
+                return False
+            if req.operator == "NotIn" and present and labels[req.key] in (req.values or []):
+                return False
+        return True
+
+
+ConditionStatus = Literal["True", "False", "Unknown"]
+
+
+class Condition(Model):
+    """A status condition as ``metav1.Condition`` defines it (what kstatus and Argo CD read)."""
+
+    type: str = Field(min_length=1, max_length=316)
+    status: ConditionStatus
+    reason: str = Field(
+        min_length=1, max_length=1024, pattern=r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$"
+    )
+    message: str = Field(default="", max_length=32768)
+    last_transition_time: str = Field(description="RFC 3339 time of the last status change.")
+    observed_generation: int | None = Field(default=None, ge=0)
+
+
+class ResourceRequirements(Model):
+    """Container resources (quantities such as ``500m`` or ``1Gi``)."""
+
+    requests: dict[str, str] | None = None
+    limits: dict[str, str] | None = None

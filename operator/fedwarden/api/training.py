@@ -1,0 +1,317 @@
+"""``FederatedTraining`` (short name ``ft``): one federated training, its defences and budget."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field
+
+from fedwarden.api.common import (
+    API_VERSION,
+    Condition,
+    Duration,
+    LabelSelector,
+    Model,
+    ResourceRequirements,
+    cel_rules,
+)
+
+AggregatorName = Literal[
+    "fedavg",
+    "krum",
+    "multi-krum",
+    "median",
+    "trimmed-mean",
+    "bulyan",
+    "geometric-median",
+    "centered-clip",
+]
+#: aggregators whose guarantee is stated for an assumed number f of Byzantine clients
+NEEDS_F = ("krum", "multi-krum", "bulyan")
+
+
+class TaskSpec(Model):
+    """What is trained: a built-in task (data set and model) of fedwarden's client runtime."""
+
+    name: str = Field(
+        pattern=r"^[a-z0-9]+(-[a-z0-9]+)+$",
+        max_length=63,
+        description="Built-in task, <dataset>-<model>, e.g. digits-mlp or mnist1d-mlp.",
+    )
+    model_seed: int = Field(default=0, ge=0, description="Seed of the initial model.")
+    data_seed: int = Field(default=0, ge=0, description="Seed of the shared train/test split.")
+
+
+class SelectionSpec(Model):
+    """Which FLClients take part and how many are sampled per round."""
+
+    client_selector: LabelSelector | None = Field(
+        default=None,
+        description="FLClients (of this training, in its namespace) that may join; all if unset.",
+    )
+    sampling: Literal["fixed", "poisson"] | None = Field(
+        default=None,
+        description="fixed: a share of the available clients; poisson: each with probability "
+        "`fraction` (what DP accounting assumes). Default: poisson with privacy, fixed without.",
+    )
+    fraction: float = Field(default=1.0, gt=0, le=1, description="Share or probability per round.")
+    min_clients: int = Field(default=2, ge=1, le=100000, description="Least clients per round.")
+    min_available: int = Field(
+        default=2, ge=1, le=100000, description="A round starts once this many are connected."
+    )
+
+
+class AggregationSpec(Model):
+    """The robust aggregation rule. Unset `method`: fedwarden's recommendation for the privacy
+    mode (centered clipping without central DP, DP-FedAvg with it; benchmarks/defence-matrix.md)."""
+
+    model_config = Model.model_config | {
+        "json_schema_extra": cel_rules(
+            (
+                f"!has(self.method) || !(self.method in {list(NEEDS_F)}) || has(self.f)",
+                "krum, multi-krum and bulyan need f, the number of Byzantine clients tolerated",
+                ".f",
+            ),
+            (
+                "!has(self.method) || self.method != 'centered-clip' || has(self.tau)",
+                "centered-clip needs tau, the clipping radius around the centre",
+                ".tau",
+            ),
+            (
+                "!has(self.bucketSize) || (has(self.preaggregation) && "
+                "self.preaggregation == 'bucketing')",
+                "bucketSize applies only to preaggregation: bucketing",
+                ".bucketSize",
+            ),
+        )
+    }
+
+    method: AggregatorName | None = Field(default=None, description="Aggregation rule.")
+    f: int | None = Field(default=None, ge=0, le=10000, description="Byzantine clients tolerated.")
+    beta: float | None = Field(
+        default=None, ge=0, lt=0.5, description="Trimmed mean: fraction cut on each side (< 0.5)."
+    )
+    m: int | None = Field(default=None, ge=1, description="Multi-Krum: updates averaged.")
+    tau: float | None = Field(default=None, gt=0, description="Centered clipping radius.")
+    preaggregation: Literal["nnm", "bucketing"] | None = None
+    bucket_size: int | None = Field(default=None, ge=1, le=1000)
+
+
+class ClippingSpec(Model):
+    """L2 clipping of every update: fixed C, or adaptive (Andrew et al. 2021) towards a quantile."""
+
+    mode: Literal["fixed", "adaptive", "none"] = "adaptive"
+    clip_norm: float = Field(default=1.0, gt=0, description="C (the start value when adaptive).")
+    target_quantile: float = Field(default=0.5, gt=0, lt=1)
+
+
+class PrivacySpec(Model):
+    """Differential privacy and its budget. Immutable: the accounting assumes one mechanism."""
+
+    model_config = Model.model_config | {
+        "json_schema_extra": cel_rules(
+            (
+                "self.mode == 'none' || has(self.targetEpsilon) || has(self.noiseMultiplier)",
+                "privacy with mode central or local needs targetEpsilon or noiseMultiplier",
+            ),
+            (
+                "self.mode != 'none' || (!has(self.targetEpsilon) && !has(self.noiseMultiplier))",
+                "targetEpsilon and noiseMultiplier need mode central or local",
+            ),
+            ("self == oldSelf", "privacy is immutable once the training exists"),
+        )
+    }
+
+    mode: Literal["none", "central", "local"] = "none"
+    target_epsilon: float | None = Field(default=None, gt=0, le=100, description="Budget ε.")
+    delta: float = Field(default=1e-5, gt=0, lt=0.01, description="δ of (ε, δ)-DP.")
+    noise_multiplier: float | None = Field(
+        default=None, gt=0, le=1000, description="σ; calibrated from targetEpsilon when unset."
+    )
+    accountant: Literal["pld", "rdp"] = "pld"
+    on_budget_exhausted: Literal["Succeed", "Fail"] = Field(
+        default="Succeed",
+        description="Phase of a training stopped because the next round would exceed the budget.",
+    )
+
+
+class FreeRiderSpec(Model):
+    enabled: bool = Field(default=True, description="Zero, noise and replay tests on updates.")
+    strikes_to_ban: int = Field(default=3, ge=1, le=100, description="Strikes before a ban.")
+
+
+class DataResidencySpec(Model):
+    allowed_regions: list[str] = Field(
+        min_length=1,
+        description="Regions (FLClient spec.region, and the aggregator's node label "
+        "topology.kubernetes.io/region) allowed to take part.",
+    )
+
+
+class ComplianceSpec(Model):
+    profile: Literal["none", "gdpr"] = Field(
+        default="none",
+        description="gdpr: differential privacy with targetEpsilon ≤ 1 and a data residency "
+        "list are mandatory.",
+    )
+
+
+class StorageSpec(Model):
+    size: str = Field(default="1Gi", pattern=r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|k|M|G|T)?$")
+    storage_class_name: str | None = None
+
+
+class AggregatorSpec(Model):
+    """The aggregator's pod."""
+
+    image: str = Field(default="ghcr.io/fedwarden/aggregator:0.1.0", min_length=1)
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
+    resources: ResourceRequirements | None = None
+    node_selector: dict[str, str] | None = None
+    storage: StorageSpec | None = Field(
+        default=None,
+        description="A PersistentVolumeClaim for checkpoints; unset: an emptyDir (a restarted "
+        "pod on another node starts over, the ε on the status never goes down).",
+    )
+    backoff_limit: int = Field(default=6, ge=0, le=100)
+
+
+class NetworkSpec(Model):
+    """Who may reach the aggregator besides this training's in-cluster client pods."""
+
+    allowed_namespaces: list[str] | None = Field(default=None, description="Namespace names.")
+    allowed_cidrs: list[str] | None = Field(
+        default=None,
+        description="Remote sites' egress ranges.",
+        json_schema_extra={
+            "items": {
+                "type": "string",
+                "x-kubernetes-validations": [
+                    {"rule": "isCIDR(self)", "message": "must be a CIDR such as 203.0.113.0/24"}
+                ],
+            }
+        },
+    )
+
+
+class CertificateSpec(Model):
+    """Lifetime of the certificates the operator issues (cert-manager's semantics)."""
+
+    model_config = Model.model_config | {
+        "json_schema_extra": cel_rules(
+            (
+                "!has(self.renewBefore) || duration(self.renewBefore) < duration(self.duration)",
+                "renewBefore must be shorter than duration",
+                ".renewBefore",
+            )
+        )
+    }
+
+    duration: Duration = Field(default="2160h", description="Lifetime of issued certificates.")
+    renew_before: Duration | None = Field(
+        default=None, description="Renew this long before expiry; default a third of duration."
+    )
+
+
+class FederatedTrainingSpec(Model):
+    model_config = Model.model_config | {
+        "json_schema_extra": cel_rules(
+            (
+                "!has(self.aggregation) || !has(self.aggregation.method) || "
+                "self.aggregation.method != 'bulyan' || !has(self.aggregation.f) || "
+                "self.selection.minClients >= 4 * self.aggregation.f + 3",
+                "bulyan needs at least 4f+3 clients per round: raise selection.minClients or "
+                "lower aggregation.f",
+                ".selection.minClients",
+            ),
+            (
+                "!has(self.aggregation) || !has(self.aggregation.method) || "
+                "!(self.aggregation.method in ['krum', 'multi-krum']) || "
+                "!has(self.aggregation.f) || "
+                "self.selection.minClients >= 2 * self.aggregation.f + 3",
+                "krum needs at least 2f+3 clients per round: raise selection.minClients or lower "
+                "aggregation.f",
+                ".selection.minClients",
+            ),
+            (
+                "self.selection.minClients <= self.selection.minAvailable",
+                "selection.minClients cannot exceed selection.minAvailable",
+                ".selection.minClients",
+            ),
+            (
+                "!has(self.compliance) || self.compliance.profile != 'gdpr' || "
+                "(self.privacy.mode != 'none' && has(self.privacy.targetEpsilon) && "
+                "self.privacy.targetEpsilon <= 1.0)",
+                "compliance profile gdpr requires privacy.mode central or local with "
+                "privacy.targetEpsilon <= 1",
+                ".privacy",
+            ),
+            (
+                "!has(self.compliance) || self.compliance.profile != 'gdpr' || "
+                "has(self.dataResidency)",
+                "compliance profile gdpr requires dataResidency.allowedRegions",
+                ".dataResidency",
+            ),
+            (
+                "self.rounds >= oldSelf.rounds",
+                "rounds can be raised but not lowered",
+                ".rounds",
+            ),
+            ("self.task == oldSelf.task", "task is immutable", ".task"),
+        )
+    }
+
+    rounds: int = Field(ge=1, le=100000, description="Rounds to complete.")
+    task: TaskSpec
+    selection: SelectionSpec = Field(default_factory=SelectionSpec)
+    round_timeout_seconds: int = Field(default=120, ge=1, le=86400)
+    aggregation: AggregationSpec = Field(default_factory=AggregationSpec)
+    clipping: ClippingSpec = Field(default_factory=ClippingSpec)
+    privacy: PrivacySpec = Field(default_factory=PrivacySpec)
+    free_riders: FreeRiderSpec = Field(default_factory=FreeRiderSpec)
+    data_residency: DataResidencySpec | None = None
+    compliance: ComplianceSpec = Field(default_factory=ComplianceSpec)
+    aggregator: AggregatorSpec = Field(default_factory=AggregatorSpec)
+    network: NetworkSpec = Field(default_factory=NetworkSpec)
+    certificates: CertificateSpec = Field(default_factory=CertificateSpec)
+    suspend: bool = Field(default=False, description="Stop the aggregator; resume later.")
+    ttl_seconds_after_finished: int | None = Field(
+        default=None, ge=0, description="Delete the training this long after it finished."
+    )
+
+
+TrainingPhase = Literal["Pending", "Running", "Suspended", "Succeeded", "Failed"]
+
+
+class MetricsStatus(Model):
+    accuracy: float | None = None
+    loss: float | None = None
+    update_norm: float | None = None
+
+
+class FederatedTrainingStatus(Model):
+    phase: TrainingPhase = "Pending"
+    round: int = Field(default=0, ge=0, description="Rounds completed.")
+    epsilon_spent: float | None = Field(default=None, ge=0, description="ε spent so far.")
+    delta: float | None = None
+    noise_multiplier: float | None = None
+    participants: int = Field(default=0, ge=0, description="Clients in the last round.")
+    enrolled_clients: int = Field(default=0, ge=0)
+    rejected_updates: int = Field(default=0, ge=0, description="Updates rejected so far.")
+    banned_clients: list[str] = Field(default_factory=list)
+    banned_count: int = Field(default=0, ge=0)
+    last_metrics: MetricsStatus | None = None
+    aggregator_endpoint: str | None = None
+    start_time: str | None = None
+    completion_time: str | None = None
+    message: str | None = None
+    observed_generation: int | None = None
+    conditions: list[Condition] = Field(default_factory=list)
+
+
+class FederatedTraining(Model):
+    api_version: Literal["fedwarden.io/v1alpha1"] = API_VERSION  # type: ignore[assignment]
+    kind: Literal["FederatedTraining"] = "FederatedTraining"
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    spec: FederatedTrainingSpec
+    status: FederatedTrainingStatus | None = None
