@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import re
-from datetime import timedelta
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -13,20 +11,10 @@ GROUP = "fedwarden.io"
 VERSION = "v1alpha1"
 API_VERSION = f"{GROUP}/{VERSION}"
 
-#: Go's time.ParseDuration syntax restricted to h, m and s (what cert-manager accepts, and
-#: what CEL's duration() parses in the schema's rules)
+#: Go's time.ParseDuration syntax restricted to h, m and s (what cert-manager accepts, what CEL's
+#: duration() parses in the schema's rules, and what fedwarden.pki.rotation.parse_duration reads)
 DURATION_PATTERN = r"^([0-9]+(\.[0-9]+)?(h|m|s))+$"
-_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(h|m|s)")
-_UNIT_SECONDS = {"h": 3600.0, "m": 60.0, "s": 1.0}
-
 Duration = Annotated[str, Field(pattern=DURATION_PATTERN, examples=["2160h", "90m", "1h30m"])]
-
-
-def parse_duration(text: str) -> timedelta:
-    """``"1h30m"`` → ``timedelta(hours=1, minutes=30)``; ``ValueError`` on anything else."""
-    if not re.fullmatch(DURATION_PATTERN, text):
-        raise ValueError(f"{text!r} is not a duration such as 2160h, 90m or 1h30m")
-    return timedelta(seconds=sum(float(n) * _UNIT_SECONDS[u] for n, u in _PART.findall(text)))
 
 
 def cel_rules(*rules: tuple[str, str] | tuple[str, str, str]) -> dict[str, Any]:

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 import pytest
 from pydantic import ValidationError
 
 from fedwarden.api import FederatedTraining, FLClient
-from fedwarden.api.common import LabelSelector, parse_duration
+from fedwarden.api.common import LabelSelector
 
 
 def _training(**spec: object) -> FederatedTraining:
@@ -55,14 +53,6 @@ def test_client_spec() -> None:
         FLClient.model_validate(
             {"spec": {"trainingRef": {"name": "t"}, "workload": {"partition": "random"}}}
         )
-
-
-def test_durations() -> None:
-    assert parse_duration("1h30m") == timedelta(minutes=90)
-    assert parse_duration("2160h") == timedelta(days=90)
-    assert parse_duration("0.5s") == timedelta(milliseconds=500)
-    with pytest.raises(ValueError, match="duration"):
-        parse_duration("90 days")
 
 
 def test_label_selector() -> None:
