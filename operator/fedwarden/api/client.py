@@ -43,6 +43,9 @@ class WorkloadSpec(Model):
 
 
 class FLClientSpec(Model):
+    """A site. Its identity, in its certificate (``spiffe://.../client/<name>``) and in the
+    aggregator's records, is the FLClient's name."""
+
     model_config = Model.model_config | {
         "json_schema_extra": cel_rules(
             (
@@ -60,12 +63,6 @@ class FLClientSpec(Model):
     }
 
     training_ref: TrainingRef
-    client_id: str | None = Field(
-        default=None,
-        pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$",
-        max_length=63,
-        description="The identity in the certificate; default the FLClient's name.",
-    )
     region: str | None = Field(default=None, max_length=63, description="Where the data lives.")
     csr: str | None = Field(
         default=None,

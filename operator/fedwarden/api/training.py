@@ -157,6 +157,8 @@ class ComplianceSpec(Model):
 
 
 class StorageSpec(Model):
+    """The checkpoint volume (a PersistentVolumeClaim, ReadWriteOnce)."""
+
     size: str = Field(default="1Gi", pattern=r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|k|M|G|T)?$")
     storage_class_name: str | None = None
 
@@ -168,10 +170,11 @@ class AggregatorSpec(Model):
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
     resources: ResourceRequirements | None = None
     node_selector: dict[str, str] | None = None
-    storage: StorageSpec | None = Field(
-        default=None,
-        description="A PersistentVolumeClaim for checkpoints; unset: an emptyDir (a restarted "
-        "pod on another node starts over, the ε on the status never goes down).",
+    storage: StorageSpec = Field(
+        default_factory=StorageSpec,
+        description="The PersistentVolumeClaim that keeps the checkpoints (model, round, "
+        "accountant, strikes, bans): a restarted aggregator resumes from it without spending "
+        "privacy budget twice or forgetting any.",
     )
     backoff_limit: int = Field(default=6, ge=0, le=100)
 
