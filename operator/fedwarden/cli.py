@@ -8,6 +8,7 @@ from fedwarden import __version__
 from fedwarden.commands import bench, crds, demo, pki, privacy, simulate
 from fedwarden.commands.aggregator import aggregator
 from fedwarden.commands.client import client
+from fedwarden.commands.operator import operator
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -24,6 +25,7 @@ main.add_command(aggregator)
 main.add_command(client)
 main.add_command(demo.demo)
 main.add_command(crds.crds)
+main.add_command(operator)
 
 if __name__ == "__main__":  # `python -m fedwarden.cli`, as the demo starts its processes
     main()

@@ -1,0 +1,264 @@
+"""The aggregator of a FederatedTraining: its configuration, Job, Service, volume and RBAC."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from fedwarden.api.common import GROUP
+from fedwarden.api.training import FederatedTrainingSpec
+from fedwarden.resources import names
+from fedwarden.resources.names import GRPC_PORT, METRICS_PORT, Owner
+from fedwarden.resources.security import (
+    container_security_context,
+    pod_security_context,
+    region_affinity,
+)
+
+CONFIG_KEY = "aggregator.json"
+CONFIG_DIR = "/etc/fedwarden/config"
+TLS_DIR = "/etc/fedwarden/tls"
+TRUST_DIR = "/etc/fedwarden/trust"
+STATE_DIR = "/var/lib/fedwarden"
+
+
+def aggregator_settings(
+    owner: Owner, spec: FederatedTrainingSpec, *, population: int
+) -> dict[str, Any]:
+    """The ``fedwarden aggregator --config`` file: option names (as the command's parameters)
+    to values. Everything the spec decides is here, so the ConfigMap shows what runs."""
+    settings: dict[str, Any] = {
+        "tls_dir": TLS_DIR,
+        "crl": f"{TRUST_DIR}/crl.pem",
+        "listen": f"0.0.0.0:{GRPC_PORT}",
+        "metrics_address": "0.0.0.0",
+        "metrics_port": METRICS_PORT,
+        "checkpoint_dir": f"{STATE_DIR}/checkpoint",
+        "report_jsonl": f"{STATE_DIR}/report.jsonl",
+        "kubernetes_status": f"{owner.namespace}/{owner.name}",
+        "quiet": True,
+        "log_level": "info",
+        "rounds": spec.rounds,
+        "task": spec.task.name,
+        "model_seed": spec.task.model_seed,
+        "data_seed": spec.task.data_seed,
+        "fraction": spec.selection.fraction,
+        "min_clients": spec.selection.min_clients,
+        "min_available": spec.selection.min_available,
+        "round_timeout": float(spec.round_timeout_seconds),
+        "population": max(population, 1),
+        "free_rider_detection": spec.free_riders.enabled,
+        "strikes_to_ban": spec.free_riders.strikes_to_ban,
+        "clipping": spec.clipping.mode,
+        "clip_norm": spec.clipping.clip_norm,
+        "dp": spec.privacy.mode,
+        "delta": spec.privacy.delta,
+        "accountant": spec.privacy.accountant,
+        "defence": "recommended",
+    }
+    if spec.selection.sampling is not None:
+        settings["sampling"] = spec.selection.sampling
+    if spec.privacy.target_epsilon is not None:
+        settings["target_epsilon"] = spec.privacy.target_epsilon
+    if spec.privacy.noise_multiplier is not None:
+        settings["noise_multiplier"] = spec.privacy.noise_multiplier
+    aggregation = spec.aggregation
+    if aggregation.method is not None:
+        settings["aggregator"] = aggregation.method
+        params = {
+            "f": aggregation.f,
+            "beta": aggregation.beta,
+            "m": aggregation.m,
+            "tau": aggregation.tau,
+            "preaggregation": aggregation.preaggregation,
+            "bucket_size": aggregation.bucket_size,
+        }
+        settings["agg_params"] = [f"{k}={v}" for k, v in params.items() if v is not None]
+    return settings
+
+
+def config_map(owner: Owner, spec: FederatedTrainingSpec, *, population: int) -> dict[str, Any]:
+    settings = aggregator_settings(owner, spec, population=population)
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": owner.metadata(
+            names.aggregator_name(owner.name), names.training_labels(owner.name, "aggregator")
+        ),
+        "data": {CONFIG_KEY: json.dumps(settings, indent=2, sort_keys=True) + "\n"},
+    }
+
+
+def checkpoint_claim(owner: Owner, spec: FederatedTrainingSpec) -> dict[str, Any]:
+    storage = spec.aggregator.storage
+    claim: dict[str, Any] = {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": owner.metadata(
+            names.checkpoint_claim_name(owner.name),
+            names.training_labels(owner.name, "aggregator"),
+        ),
+        "spec": {
+            "accessModes": ["ReadWriteOnce"],
+            "resources": {"requests": {"storage": storage.size}},
+        },
+    }
+    if storage.storage_class_name is not None:
+        claim["spec"]["storageClassName"] = storage.storage_class_name
+    return claim
+
+
+def job(owner: Owner, spec: FederatedTrainingSpec, *, config_hash: str) -> dict[str, Any]:
+    """The aggregator runs to completion: exit 0 when the rounds are done or the budget is
+    spent. A crash is retried (backoffLimit) and resumes from the checkpoint volume."""
+    name = names.aggregator_name(owner.name)
+    labels = names.training_labels(owner.name, "aggregator")
+    container: dict[str, Any] = {
+        "name": "aggregator",
+        "image": spec.aggregator.image,
+        "imagePullPolicy": spec.aggregator.image_pull_policy,
+        "command": ["fedwarden", "aggregator", "--config", f"{CONFIG_DIR}/{CONFIG_KEY}"],
+        "ports": [
+            {"name": "grpc", "containerPort": GRPC_PORT, "protocol": "TCP"},
+            {"name": "metrics", "containerPort": METRICS_PORT, "protocol": "TCP"},
+        ],
+        "readinessProbe": {
+            "httpGet": {"path": "/readyz", "port": "metrics"},
+            "periodSeconds": 5,
+        },
+        "livenessProbe": {
+            "httpGet": {"path": "/healthz", "port": "metrics"},
+            "periodSeconds": 10,
+            "failureThreshold": 6,
+        },
+        "securityContext": container_security_context(),
+        "volumeMounts": [
+            {"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},
+            {"name": "tls", "mountPath": TLS_DIR, "readOnly": True},
+            {"name": "trust", "mountPath": TRUST_DIR, "readOnly": True},
+            {"name": "state", "mountPath": STATE_DIR},
+            {"name": "tmp", "mountPath": "/tmp"},
+        ],
+    }
+    if spec.aggregator.resources is not None:
+        container["resources"] = spec.aggregator.resources.to_k8s()
+    pod_spec: dict[str, Any] = {
+        "serviceAccountName": name,
+        "restartPolicy": "OnFailure",
+        "securityContext": pod_security_context(),
+        "containers": [container],
+        "volumes": [
+            {"name": "config", "configMap": {"name": name}},
+            {
+                "name": "tls",
+                "secret": {"secretName": names.aggregator_tls_secret_name(owner.name)},
+            },
+            {"name": "trust", "configMap": {"name": names.trust_configmap_name(owner.name)}},
+            {
+                "name": "state",
+                "persistentVolumeClaim": {"claimName": names.checkpoint_claim_name(owner.name)},
+            },
+            {"name": "tmp", "emptyDir": {}},
+        ],
+    }
+    if spec.aggregator.node_selector:
+        pod_spec["nodeSelector"] = dict(spec.aggregator.node_selector)
+    if spec.data_residency is not None:
+        pod_spec["affinity"] = region_affinity(spec.data_residency.allowed_regions)
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": owner.metadata(name, labels),
+        "spec": {
+            "backoffLimit": spec.aggregator.backoff_limit,
+            # a suspended training suspends its Job: the pod goes, the checkpoint stays
+            "suspend": spec.suspend,
+            "template": {
+                "metadata": {
+                    "labels": labels,
+                    # a changed configuration only reaches a new pod; the hash makes it visible
+                    "annotations": {f"{GROUP}/config-hash": config_hash},
+                },
+                "spec": pod_spec,
+            },
+        },
+    }
+
+
+def service(owner: Owner) -> dict[str, Any]:
+    labels = names.training_labels(owner.name, "aggregator")
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": owner.metadata(names.aggregator_name(owner.name), labels),
+        "spec": {
+            "selector": labels,
+            "ports": [
+                {"name": "grpc", "port": GRPC_PORT, "targetPort": "grpc", "protocol": "TCP"},
+                {
+                    "name": "metrics",
+                    "port": METRICS_PORT,
+                    "targetPort": "metrics",
+                    "protocol": "TCP",
+                },
+            ],
+        },
+    }
+
+
+def service_account(owner: Owner) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "ServiceAccount",
+        "metadata": owner.metadata(
+            names.aggregator_name(owner.name), names.training_labels(owner.name, "aggregator")
+        ),
+    }
+
+
+def role(owner: Owner, clients: list[str]) -> dict[str, Any]:
+    """The aggregator may read its own training and write the status of it and of its clients,
+    each named: nothing else (no list, no watch, no other resource)."""
+    rules: list[dict[str, Any]] = [
+        {
+            "apiGroups": [GROUP],
+            "resources": ["federatedtrainings"],
+            "resourceNames": [owner.name],
+            "verbs": ["get"],
+        },
+        {
+            "apiGroups": [GROUP],
+            "resources": ["federatedtrainings/status"],
+            "resourceNames": [owner.name],
+            "verbs": ["get", "patch"],
+        },
+    ]
+    # an empty resourceNames list would grant every FLClient: leave the rule out instead
+    if clients:
+        rules.append(
+            {
+                "apiGroups": [GROUP],
+                "resources": ["flclients/status"],
+                "resourceNames": sorted(clients),
+                "verbs": ["get", "patch"],
+            }
+        )
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "Role",
+        "metadata": owner.metadata(
+            names.aggregator_name(owner.name), names.training_labels(owner.name, "aggregator")
+        ),
+        "rules": rules,
+    }
+
+
+def role_binding(owner: Owner) -> dict[str, Any]:
+    name = names.aggregator_name(owner.name)
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding",
+        "metadata": owner.metadata(name, names.training_labels(owner.name, "aggregator")),
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+        "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": owner.namespace}],
+    }

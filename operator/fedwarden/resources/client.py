@@ -1,0 +1,88 @@
+"""An FLClient's in-cluster workload: ``fedwarden client`` (or a custom command) as a Job."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fedwarden.api.client import FLClientSpec
+from fedwarden.api.training import FederatedTrainingSpec
+from fedwarden.resources import names
+from fedwarden.resources.names import GRPC_PORT, Owner
+from fedwarden.resources.security import (
+    container_security_context,
+    pod_security_context,
+    region_affinity,
+)
+
+TLS_DIR = "/etc/fedwarden/tls"
+
+
+def client_job(
+    owner: Owner, spec: FLClientSpec, training_spec: FederatedTrainingSpec
+) -> dict[str, Any]:
+    """``owner`` is the FLClient. Raises ``ValueError`` when the FLClient has no workload."""
+    workload = spec.workload
+    if workload is None:
+        raise ValueError(f"FLClient {owner.name} asks for no in-cluster workload")
+    training = spec.training_ref.name
+    server = f"{names.aggregator_host(training, owner.namespace)}:{GRPC_PORT}"
+    if workload.command is not None:
+        command = list(workload.command)
+    else:
+        command = [
+            "fedwarden", "client",
+            "--tls-dir", TLS_DIR,
+            "--server", server,
+            "--task", training_spec.task.name,
+            "--data-seed", str(training_spec.task.data_seed),
+            "--partition", workload.partition,
+            "--num-clients", str(workload.num_clients),
+            "--local-epochs", str(workload.local_epochs),
+            "--lr", str(workload.learning_rate),
+            "--batch-size", str(workload.batch_size),
+        ]  # fmt: skip
+        if workload.client_index is not None:
+            command += ["--client-index", str(workload.client_index)]
+        command += list(workload.extra_args or [])
+    labels = names.client_labels(training, owner.name)
+    container: dict[str, Any] = {
+        "name": "client",
+        "image": workload.image,
+        "imagePullPolicy": workload.image_pull_policy,
+        "command": command,
+        "env": [
+            {"name": "FEDWARDEN_TLS_DIR", "value": TLS_DIR},
+            {"name": "FEDWARDEN_SERVER", "value": server},
+            {"name": "FEDWARDEN_CLIENT", "value": owner.name},
+        ],
+        "securityContext": container_security_context(),
+        "volumeMounts": [
+            {"name": "tls", "mountPath": TLS_DIR, "readOnly": True},
+            {"name": "tmp", "mountPath": "/tmp"},
+        ],
+    }
+    if workload.resources is not None:
+        container["resources"] = workload.resources.to_k8s()
+    pod_spec: dict[str, Any] = {
+        "restartPolicy": "OnFailure",
+        "automountServiceAccountToken": False,
+        "securityContext": pod_security_context(),
+        "containers": [container],
+        "volumes": [
+            {"name": "tls", "secret": {"secretName": names.client_tls_secret_name(owner.name)}},
+            {"name": "tmp", "emptyDir": {}},
+        ],
+    }
+    if workload.node_selector:
+        pod_spec["nodeSelector"] = dict(workload.node_selector)
+    if spec.region is not None:
+        pod_spec["affinity"] = region_affinity([spec.region])
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": owner.metadata(names.client_job_name(owner.name), labels),
+        "spec": {
+            "backoffLimit": 6,
+            "template": {"metadata": {"labels": labels}, "spec": pod_spec},
+        },
+    }
