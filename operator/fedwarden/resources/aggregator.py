@@ -26,15 +26,11 @@ def aggregator_settings(
     owner: Owner, spec: FederatedTrainingSpec, *, population: int
 ) -> dict[str, Any]:
     """The ``fedwarden aggregator --config`` file: option names (as the command's parameters)
-    to values. Everything the spec decides is here, so the ConfigMap shows what runs."""
+    to values. Everything the spec decides is here, so the ConfigMap shows what runs; where
+    things are inside the pod (paths, addresses) is on the Job's command line."""
     settings: dict[str, Any] = {
-        "tls_dir": TLS_DIR,
-        "crl": f"{TRUST_DIR}/crl.pem",
-        "listen": f"0.0.0.0:{GRPC_PORT}",
         "metrics_address": "0.0.0.0",
         "metrics_port": METRICS_PORT,
-        "checkpoint_dir": f"{STATE_DIR}/checkpoint",
-        "report_jsonl": f"{STATE_DIR}/report.jsonl",
         "kubernetes_status": f"{owner.namespace}/{owner.name}",
         "quiet": True,
         "log_level": "info",
@@ -113,11 +109,22 @@ def job(owner: Owner, spec: FederatedTrainingSpec, *, config_hash: str) -> dict[
     spent. A crash is retried (backoffLimit) and resumes from the checkpoint volume."""
     name = names.aggregator_name(owner.name)
     labels = names.training_labels(owner.name, "aggregator")
+    # paths and addresses inside the pod go on the command line (the pod runner of the tests
+    # rewrites them there); the training's settings are in the ConfigMap
+    command = [
+        "fedwarden", "aggregator",
+        "--config", f"{CONFIG_DIR}/{CONFIG_KEY}",
+        "--tls-dir", TLS_DIR,
+        "--crl", f"{TRUST_DIR}/crl.pem",
+        "--listen", f"0.0.0.0:{GRPC_PORT}",
+        "--checkpoint-dir", f"{STATE_DIR}/checkpoint",
+        "--report-jsonl", f"{STATE_DIR}/report.jsonl",
+    ]  # fmt: skip
     container: dict[str, Any] = {
         "name": "aggregator",
         "image": spec.aggregator.image,
         "imagePullPolicy": spec.aggregator.image_pull_policy,
-        "command": ["fedwarden", "aggregator", "--config", f"{CONFIG_DIR}/{CONFIG_KEY}"],
+        "command": command,
         "ports": [
             {"name": "grpc", "containerPort": GRPC_PORT, "protocol": "TCP"},
             {"name": "metrics", "containerPort": METRICS_PORT, "protocol": "TCP"},
