@@ -36,7 +36,8 @@ class WorkloadSpec(Model):
     command: list[str] | None = Field(
         default=None,
         description="Replaces the `fedwarden client` command (a custom client); the TLS "
-        "directory and server address are passed in FEDWARDEN_TLS_DIR and FEDWARDEN_SERVER.",
+        "directory, server address and TLS name are in $(FEDWARDEN_TLS_DIR), $(FEDWARDEN_SERVER) "
+        "and $(FEDWARDEN_SERVER_NAME).",
     )
     resources: ResourceRequirements | None = None
     node_selector: dict[str, str] | None = None

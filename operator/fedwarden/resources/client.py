@@ -25,7 +25,8 @@ def client_job(
     if workload is None:
         raise ValueError(f"FLClient {owner.name} asks for no in-cluster workload")
     training = spec.training_ref.name
-    server = f"{names.aggregator_host(training, owner.namespace)}:{GRPC_PORT}"
+    host = names.aggregator_host(training, owner.namespace)
+    server = f"{host}:{GRPC_PORT}"
     if workload.command is not None:
         command = list(workload.command)
     else:
@@ -33,6 +34,7 @@ def client_job(
             "fedwarden", "client",
             "--tls-dir", TLS_DIR,
             "--server", server,
+            "--server-name", host,
             "--task", training_spec.task.name,
             "--data-seed", str(training_spec.task.data_seed),
             "--partition", workload.partition,
@@ -53,6 +55,7 @@ def client_job(
         "env": [
             {"name": "FEDWARDEN_TLS_DIR", "value": TLS_DIR},
             {"name": "FEDWARDEN_SERVER", "value": server},
+            {"name": "FEDWARDEN_SERVER_NAME", "value": host},
             {"name": "FEDWARDEN_CLIENT", "value": owner.name},
         ],
         "securityContext": container_security_context(),
