@@ -55,6 +55,8 @@ class TrainingStarted(Event):
     privacy: dict[str, Any]
     sampling: dict[str, Any]
     address: str
+    banned: dict[str, str] = field(default_factory=dict)
+    """Clients banned before this start (from the checkpoint) -> reason."""
 
 
 @dataclass
@@ -123,6 +125,13 @@ class RoundFinished(Event):
     model_digest: str
     replayed: bool = False
     """True when written again after a restart (the first write was lost with the process)."""
+    strikes: dict[str, int] = field(default_factory=dict)
+    """Each sampled client's standing strikes after the round (0 when it has none)."""
+    scores: dict[str, float] = field(default_factory=dict)
+    """Contribution score of the round's assessed clients: the cosine similarity of the update
+    to the cohort's robust direction (free-rider detection)."""
+    rounds_participated: dict[str, int] = field(default_factory=dict)
+    """Each aggregated client's count of rounds whose aggregate included its update, so far."""
 
 
 @dataclass

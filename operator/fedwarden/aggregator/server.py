@@ -399,6 +399,7 @@ class Aggregator:
                     "seeded": self.sampler.seeded,
                 },
                 address=self.address,
+                banned=dict(self._banned),
             )
         )
 
@@ -655,6 +656,7 @@ class Aggregator:
             if result.clip_norm is not None:
                 metrics["clip_norm"] = float(result.clip_norm)
             metrics["noise_std"] = float(result.noise_std)
+            metrics["update_norm"] = float(np.linalg.norm(result.aggregate))
         for client, (stage, reason, message) in rnd.refusals.items():
             # an update that was forged, altered, replayed or sent under another name is no
             # accident: it strikes like a poisoned one, and repeat offenders are banned
@@ -669,6 +671,7 @@ class Aggregator:
             evaluated = await asyncio.to_thread(self.evaluator, new_model)
             metrics.update({k: float(v) for k, v in evaluated.items()})
         duration = self._now() - rnd.opened
+        strikes = self.pipeline.strikes
         record = RoundFinished(
             round=rnd.number,
             epsilon=self.pipeline.epsilon,
@@ -682,6 +685,11 @@ class Aggregator:
             metrics=metrics,
             duration_seconds=duration,
             model_digest=digest.hex(),
+            strikes={c: strikes.get(c, 0) for c in rnd.sampled},
+            scores={} if result is None else {c: float(v) for c, v in result.contribution.items()},
+            rounds_participated={
+                c: self._fate(c).aggregated for c in ([] if result is None else result.accepted)
+            },
         )
         for client, reason in banned.items():
             cert = self._certs.get(client)

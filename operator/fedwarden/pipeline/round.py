@@ -304,6 +304,11 @@ class Pipeline:
     def ban_reason(self, client: str) -> str | None:
         return self._ledger.ban_reason(client)
 
+    @property
+    def strikes(self) -> dict[str, int]:
+        """Standing strikes per client (a copy)."""
+        return self._ledger.strikes
+
     def ban(self, client: str, reason: str) -> None:
         """Ban a client from outside the pipeline (an operator's decision, a revocation)."""
         self._ledger.ban(client, reason)
