@@ -52,11 +52,76 @@ def _address(ctx: click.Context, param: click.Parameter, value: str | None) -> s
     return value
 
 
+def _kubernetes_target(
+    ctx: click.Context, param: click.Parameter, value: str | None
+) -> tuple[str, str] | None:
+    if value is None:
+        return None
+    from fedwarden.aggregator.kubernetes import parse_target
+
+    try:
+        return parse_target(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from exc
+
+
+def _load_config(ctx: click.Context, param: click.Parameter, value: Path | None) -> None:
+    """``--config FILE``: a JSON or YAML object of option values, keyed by the options'
+    Python names (``rounds``, ``aggregator``, ``agg_params``, ``target_epsilon``...). It becomes
+    the command's defaults, so flags on the command line override it."""
+    if value is None:
+        return
+    import yaml
+
+    try:
+        data = yaml.safe_load(value.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise click.BadParameter(f"cannot read {value}: {exc.strerror or exc}", ctx, param) from exc
+    except yaml.YAMLError as exc:
+        raise click.BadParameter(f"{value} is neither JSON nor YAML: {exc}", ctx, param) from exc
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise click.BadParameter(
+            f"{value} must hold an object of option values, not a {type(data).__name__}",
+            ctx,
+            param,
+        )
+    params = {p.name: p for p in ctx.command.params if p.name and p.name != param.name}
+    defaults: dict[str, Any] = {}
+    for key, item in data.items():
+        target = params.get(str(key))
+        if target is None:
+            raise click.BadParameter(
+                f"unknown key {key!r} in {value}; the keys are the options' Python names: "
+                + ", ".join(sorted(params)),
+                ctx,
+                param,
+            )
+        if target.multiple and isinstance(item, dict):  # agg_params: {"f": 2} is f=2
+            item = [f"{k}={v}" for k, v in item.items()]
+        elif target.multiple and not isinstance(item, list):
+            item = [item]
+        defaults[str(key)] = item
+    ctx.default_map = {**(ctx.default_map or {}), **defaults}
+
+
 _PATH = click.Path(dir_okay=False, path_type=Path)
 _DIR = click.Path(file_okay=False, path_type=Path)
 
 
 @click.command()
+@click.option(
+    "--config",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    default=None,
+    is_eager=True,
+    expose_value=False,
+    callback=_load_config,
+    help="A JSON or YAML object of option values keyed by the options' Python names "
+    "(rounds, aggregator, agg_params, dp, target_epsilon, ...); flags override it. The "
+    "operator renders it into a ConfigMap.",
+)
 @click.option(
     "--pki-dir",
     type=_DIR,
@@ -278,6 +343,29 @@ _DIR = click.Path(file_okay=False, path_type=Path)
 @click.option(
     "--report-jsonl", type=_PATH, default=None, help="Append one JSON object per event here."
 )
+@click.option(
+    "--kubernetes-status",
+    default=None,
+    metavar="NAMESPACE/NAME",
+    callback=_kubernetes_target,
+    help="Write progress, ε spent, bans and strikes onto this FederatedTraining's status and "
+    "its FLClients' (server-side apply); in-cluster credentials unless --kubeconfig.",
+)
+@click.option(
+    "--kubeconfig",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    default=None,
+    help="Credentials for --kubernetes-status from this kubeconfig file (tests, runs outside "
+    "the cluster).",
+)
+@click.option(
+    "--service-account-dir",
+    type=_DIR,
+    default=Path("/var/run/secrets/kubernetes.io/serviceaccount"),
+    show_default=True,
+    help="Where the pod's service account token and ca.crt are (in-cluster credentials of "
+    "--kubernetes-status).",
+)
 @click.option("--quiet", is_flag=True, help="No progress on the console.")
 @click.option(
     "--log-level",
@@ -311,6 +399,8 @@ def aggregator(**options: Any) -> None:
     )
     from fedwarden.pki import PKIError
 
+    if options["kubeconfig"] is not None and options["kubernetes_status"] is None:
+        raise click.UsageError("--kubeconfig is for --kubernetes-status; give both")
     try:
         agg = _build(options)
     except click.ClickException:
@@ -509,6 +599,18 @@ def _build(options: dict[str, Any]) -> Any:
         reporters.append(ConsoleReporter(console))
     if options["report_jsonl"] is not None:
         reporters.append(JsonlReporter(options["report_jsonl"]))
+    if options["kubernetes_status"] is not None:
+        from fedwarden.aggregator.kubernetes import KubernetesReporter
+
+        namespace, name = options["kubernetes_status"]
+        reporters.append(
+            KubernetesReporter(
+                namespace,
+                name,
+                kubeconfig=options["kubeconfig"],
+                service_account_dir=options["service_account_dir"],
+            )
+        )
     can_revoke = tls.pki_dir is not None and (tls.pki_dir / "ca.key").exists()
     metrics_listen = (
         None
