@@ -12,7 +12,7 @@ from fedwarden.api.common import API_VERSION
 from fedwarden.api.training import FederatedTraining
 from fedwarden.controller import certificates as pki_store
 from fedwarden.controller.settings import OperatorSettings
-from fedwarden.controller.training import FINISHED
+from fedwarden.controller.training import FINISHED, reconcile_training, training_lock
 from fedwarden.controller.training import owner_of as training_owner
 from fedwarden.k8s import Cluster
 from fedwarden.pki.errors import PKIError
@@ -136,6 +136,17 @@ def finalize_client(cluster: Cluster, body: dict[str, Any], settings: OperatorSe
     training_body = cluster.get(API_VERSION, "FederatedTraining", training_name, meta["namespace"])
     if training_body is None:
         return
+    with training_lock(meta["namespace"], training_name):
+        _revoke_deleted_client(cluster, body, training_body, settings)
+
+
+def _revoke_deleted_client(
+    cluster: Cluster,
+    body: dict[str, Any],
+    training_body: dict[str, Any],
+    settings: OperatorSettings,
+) -> None:
+    meta = body["metadata"]
     cert = pki_store.client_certificate(cluster, meta["name"], meta["namespace"])
     if cert is None:
         return
@@ -152,12 +163,11 @@ def reconcile_client_and_training(
 ) -> dict[str, Any]:
     """A new, changed or banned client also changes its training (the aggregator's Role names
     its clients, the population counts them): reconcile both."""
-    status = reconcile_client(cluster, body, settings)
     training_name = (body.get("spec") or {}).get("trainingRef", {}).get("name")
     namespace = body["metadata"]["namespace"]
-    training_body = cluster.get(API_VERSION, "FederatedTraining", training_name, namespace)
-    if training_body is not None and training_body["metadata"].get("deletionTimestamp") is None:
-        from fedwarden.controller.training import reconcile_training
-
-        reconcile_training(cluster, training_body, settings)
+    with training_lock(namespace, training_name):
+        status = reconcile_client(cluster, body, settings)
+        training_body = cluster.get(API_VERSION, "FederatedTraining", training_name, namespace)
+        if training_body is not None and training_body["metadata"].get("deletionTimestamp") is None:
+            reconcile_training(cluster, training_body, settings)
     return status

@@ -10,6 +10,7 @@ import datetime as dt
 import hashlib
 import json
 import logging
+import threading
 from typing import Any
 
 from fedwarden.api.common import API_VERSION
@@ -34,6 +35,17 @@ _PHASE_EVENTS = {
 }
 
 
+_locks: dict[tuple[str, str], threading.RLock] = {}
+_locks_guard = threading.Lock()
+
+
+def training_lock(namespace: str, name: str) -> threading.RLock:
+    """One lock per training: kopf runs handlers in a thread pool, and the handlers of a
+    training and of its clients all read-modify-write the training's CA and revocation list."""
+    with _locks_guard:
+        return _locks.setdefault((namespace, name), threading.RLock())
+
+
 def owner_of(body: dict[str, Any]) -> Owner:
     meta = body["metadata"]
     return Owner(KIND, meta["name"], meta["namespace"], meta["uid"])
@@ -47,6 +59,14 @@ def reconcile_training(
     cluster: Cluster, body: dict[str, Any], settings: OperatorSettings
 ) -> dict[str, Any]:
     """Make the cluster match one FederatedTraining; returns the status written."""
+    meta = body["metadata"]
+    with training_lock(meta["namespace"], meta["name"]):
+        return _reconcile_training(cluster, body, settings)
+
+
+def _reconcile_training(
+    cluster: Cluster, body: dict[str, Any], settings: OperatorSettings
+) -> dict[str, Any]:
     training = FederatedTraining.model_validate(
         {k: body[k] for k in ("apiVersion", "kind", "metadata", "spec") if k in body}
     )
@@ -148,6 +168,11 @@ def finalize_training(cluster: Cluster, body: dict[str, Any], settings: Operator
     """Before a training goes: revoke every certificate it issued and delete the clients' keys.
     The objects it owns are then deleted by the garbage collector (owner references)."""
     owner = owner_of(body)
+    with training_lock(owner.namespace, owner.name):
+        _finalize_training(cluster, owner, settings)
+
+
+def _finalize_training(cluster: Cluster, owner: Owner, settings: OperatorSettings) -> None:
     secret = cluster.get("v1", "Secret", names.ca_secret_name(owner.name), owner.namespace)
     clients = cluster.trainings_clients(owner.namespace, owner.name)
     if secret is not None:

@@ -2,8 +2,9 @@
 
 Writes are server-side apply with the operator's field manager, so every field the operator sets
 is recorded as its own and a user's or the aggregator's fields are never overwritten. Applying an
-object identical to the last one this process applied is skipped (a hash per object): the
-periodic reconciliations of a hundred trainings then cost reads, not writes.
+object identical to the last one this process applied less than ``reapply_seconds`` ago is
+skipped (a hash per object): the periodic reconciliations of a hundred trainings then cost reads,
+not writes, and an object someone else changed or deleted is still repaired within that time.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import hashlib
 import json
 import logging
 import threading
+import time
 from typing import Any
 
 from kubernetes import client as k8s_client
@@ -46,10 +48,11 @@ def _digest(body: dict[str, Any]) -> str:
 
 
 class Cluster:
-    def __init__(self, api_client: k8s_client.ApiClient) -> None:
+    def __init__(self, api_client: k8s_client.ApiClient, *, reapply_seconds: float = 300.0) -> None:
         self.api_client = api_client
         self.dynamic = DynamicClient(api_client)
-        self._applied: dict[tuple[str, str, str, str], str] = {}
+        self.reapply_seconds = reapply_seconds
+        self._applied: dict[tuple[str, str, str, str], tuple[str, float]] = {}
         self._lock = threading.Lock()
         self.requests = 0
 
@@ -107,9 +110,8 @@ class Cluster:
         meta = body["metadata"]
         key = (body["apiVersion"], body["kind"], meta.get("namespace", ""), meta["name"])
         digest = _digest(body)
-        with self._lock:
-            if self._applied.get(key) == digest:
-                return
+        if self._fresh(key, digest):
+            return
         self.requests += 1
         self.dynamic.server_side_apply(
             self._resource(body["apiVersion"], body["kind"]),
@@ -117,8 +119,20 @@ class Cluster:
             field_manager=field_manager,
             force_conflicts=True,
         )
+        self._remember(key, digest)
+
+    def _fresh(self, key: tuple[str, str, str, str], digest: str) -> bool:
         with self._lock:
-            self._applied[key] = digest
+            seen = self._applied.get(key)
+        return (
+            seen is not None
+            and seen[0] == digest
+            and time.monotonic() - seen[1] < self.reapply_seconds
+        )
+
+    def _remember(self, key: tuple[str, str, str, str], digest: str) -> None:
+        with self._lock:
+            self._applied[key] = (digest, time.monotonic())
 
     def forget(self, namespace: str, name_prefix: str = "") -> None:
         """Drop the apply cache of a namespace's objects (after they were deleted)."""
@@ -146,9 +160,8 @@ class Cluster:
         }
         key = (API_VERSION, kind + "/status", namespace, name)
         digest = _digest(body)
-        with self._lock:
-            if self._applied.get(key) == digest:
-                return
+        if self._fresh(key, digest):
+            return
         self.requests += 1
         self.dynamic.server_side_apply(
             self._resource(API_VERSION, kind).status,
@@ -158,8 +171,7 @@ class Cluster:
             field_manager=field_manager,
             force_conflicts=True,
         )
-        with self._lock:
-            self._applied[key] = digest
+        self._remember(key, digest)
 
     def delete(self, api_version: str, kind: str, name: str, namespace: str) -> bool:
         self.requests += 1
