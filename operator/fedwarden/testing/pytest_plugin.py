@@ -1,0 +1,65 @@
+"""pytest fixtures for tests against a real control plane.
+
+Enable with ``pytest_plugins = ["fedwarden.testing.pytest_plugin"]`` in a conftest.py.
+
+* ``control_plane`` (session): a started :class:`~fedwarden.testing.controlplane.ControlPlane`.
+  When the binaries are missing the test is skipped, except under CI (env ``CI`` set), where it
+  fails: run ``bash hack/control-plane.sh`` first.
+* ``pod_runner`` (session): a started :class:`~fedwarden.testing.podrunner.PodRunner` on it.
+* ``kube_namespace`` (function): a fresh namespace name (with its ``default`` service account
+  ready); deleted after the test, without waiting for it to be gone.
+
+``FEDWARDEN_KEEP_CONTROL_PLANE=1`` keeps the control plane's directory (state and logs).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from fedwarden.testing.controlplane import ControlPlane, ControlPlaneBinariesMissing
+from fedwarden.testing.podrunner import PodRunner
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "k8s: needs the test control plane (hack/control-plane.sh)")
+
+
+@pytest.fixture(scope="session")
+def control_plane() -> Iterator[ControlPlane]:
+    try:
+        cp = ControlPlane(keep=bool(os.environ.get("FEDWARDEN_KEEP_CONTROL_PLANE")))
+    except ControlPlaneBinariesMissing as e:
+        if os.environ.get("CI"):
+            pytest.fail(f"{e} (CI is set: the k8s tests must not be skipped)", pytrace=False)
+        pytest.skip(str(e))
+    with cp:
+        yield cp
+
+
+@pytest.fixture(scope="session")
+def pod_runner(control_plane: ControlPlane) -> Iterator[PodRunner]:
+    with PodRunner(control_plane) as runner:
+        yield runner
+
+
+@pytest.fixture
+def kube_namespace(control_plane: ControlPlane, request: pytest.FixtureRequest) -> Iterator[str]:
+    base = "".join(ch if ch.isalnum() else "-" for ch in request.node.name.lower())[:40]
+    name = f"{base.strip('-')}-{uuid.uuid4().hex[:6]}"
+    api = control_plane.api()
+    api.create(
+        "/api/v1/namespaces",
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}},
+    )
+    deadline = time.monotonic() + 30
+    while api.get_or_none(f"/api/v1/namespaces/{name}/serviceaccounts/default") is None:
+        if time.monotonic() > deadline:
+            pytest.fail(f"namespace {name}: no default service account after 30 s")
+        time.sleep(0.1)
+    yield name
+    api.delete(f"/api/v1/namespaces/{name}")
