@@ -69,7 +69,11 @@ def test_every_generated_manifest_passes_server_side_dry_run(
         )  # fmt: skip
         kind, name = manifest["kind"], manifest["metadata"]["name"]
         assert result.returncode == 0, f"{kind} {name}: {result.stderr}"
-    # the restricted Pod Security level admits the workloads
+    # the restricted Pod Security level admits the workloads (the pod's service account must
+    # exist for a pod to be admitted at all)
+    control_plane.kubectl(
+        "apply", "-n", ns, "-f", "-", input=json.dumps(aggregator.service_account(owner))
+    )
     control_plane.kubectl(
         "label", "namespace", ns, "pod-security.kubernetes.io/enforce=restricted", "--overwrite"
     )

@@ -5,7 +5,7 @@ conversion: references inlined, ``Optional[X]`` (``anyOf`` with null) becomes ``
 ``required``, ``const`` becomes a one-value ``enum``, numeric ``exclusiveMinimum`` becomes
 ``minimum`` plus ``exclusiveMinimum: true``, titles and examples dropped, ``additionalProperties:
 false`` dropped (the API server prunes unknown fields instead), and every object field of the spec
-that has a default gets ``default: {}`` so that its own defaults apply and CEL rules can read them.
+that has a default gets its fields' defaults as its own, so that CEL rules can read them.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ _LIST_TYPES = {
     "bannedClients": {"x-kubernetes-list-type": "set"},
 }
 _MAX_ITEMS = 10000
+_OPTIONAL = "x-fedwarden-optional"  # a marker removed again before the schema is returned
 
 
 def _resolve(node: Any, defs: dict[str, Any]) -> Any:
@@ -51,7 +52,7 @@ def _structural(node: Any, *, in_spec: bool) -> Any:
         kept = [o for o in options if o.get("type") != "null"]
         if len(kept) != 1:
             raise ValueError(f"cannot express anyOf {options} in a structural schema")
-        node = {**kept[0], **node}
+        node = {**kept[0], **node, _OPTIONAL: True}
         if node.get("default", 0) is None:
             del node["default"]
     if "const" in node:
@@ -71,9 +72,16 @@ def _structural(node: Any, *, in_spec: bool) -> Any:
         for name, prop in properties.items():
             prop = _structural(prop, in_spec=in_spec)
             prop.update(_LIST_TYPES.get(name, {}))
-            optional_object = prop.get("type") == "object" and name not in required
-            if in_spec and optional_object and "properties" in prop and "default" not in prop:
-                prop["default"] = {}
+            # a sub-object with a default (a default_factory in the model, not an Optional)
+            # gets its fields' defaults as its own: the API server checks a default against the
+            # CEL rules as it is written
+            optional = prop.pop(_OPTIONAL, False)
+            defaultable = prop.get("type") == "object" and "properties" in prop
+            if in_spec and defaultable and name not in required and not optional:
+                prop.setdefault(
+                    "default",
+                    {k: v["default"] for k, v in prop["properties"].items() if "default" in v},
+                )
             converted[name] = prop
         node["properties"] = converted
     if "items" in node:
@@ -88,6 +96,7 @@ def openapi_schema(model: type[Model], *, in_spec: bool) -> dict[str, Any]:
     raw = model.model_json_schema(by_alias=True, mode="validation")
     resolved = _resolve(raw, raw.get("$defs", {}))
     schema: dict[str, Any] = _structural(resolved, in_spec=in_spec)
+    schema.pop(_OPTIONAL, None)
     return schema
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
@@ -141,8 +141,9 @@ class FreeRiderSpec(Model):
 
 
 class DataResidencySpec(Model):
-    allowed_regions: list[str] = Field(
+    allowed_regions: list[Annotated[str, Field(min_length=1, max_length=63)]] = Field(
         min_length=1,
+        max_length=64,
         description="Regions (FLClient spec.region, and the aggregator's node label "
         "topology.kubernetes.io/region) allowed to take part.",
     )
@@ -179,21 +180,28 @@ class AggregatorSpec(Model):
     backoff_limit: int = Field(default=6, ge=0, le=100)
 
 
+Cidr = Annotated[
+    str,
+    Field(
+        max_length=43,
+        json_schema_extra=cel_rules(
+            ("isCIDR(self)", "must be a CIDR such as 203.0.113.0/24 or 2001:db8::/32")
+        ),
+    ),
+]
+Name = Annotated[
+    str, Field(min_length=1, max_length=63, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+]
+
+
 class NetworkSpec(Model):
     """Who may reach the aggregator besides this training's in-cluster client pods."""
 
-    allowed_namespaces: list[str] | None = Field(default=None, description="Namespace names.")
-    allowed_cidrs: list[str] | None = Field(
-        default=None,
-        description="Remote sites' egress ranges.",
-        json_schema_extra={
-            "items": {
-                "type": "string",
-                "x-kubernetes-validations": [
-                    {"rule": "isCIDR(self)", "message": "must be a CIDR such as 203.0.113.0/24"}
-                ],
-            }
-        },
+    allowed_namespaces: list[Name] | None = Field(
+        default=None, max_length=256, description="Namespace names."
+    )
+    allowed_cidrs: list[Cidr] | None = Field(
+        default=None, max_length=256, description="Remote sites' egress ranges."
     )
 
 

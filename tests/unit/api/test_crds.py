@@ -82,7 +82,12 @@ def test_conditions_are_a_map_keyed_by_type() -> None:
 def test_spec_objects_default_so_cel_rules_can_read_them() -> None:
     training = crds()[0]
     spec = training["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
-    assert spec["properties"]["selection"]["default"] == {}
+    assert spec["properties"]["selection"]["default"] == {
+        "fraction": 1.0,
+        "minClients": 2,
+        "minAvailable": 2,
+    }
+    assert "default" not in spec["properties"]["dataResidency"]  # Optional: no default
     assert spec["properties"]["selection"]["properties"]["minClients"]["default"] == 2
     assert spec["properties"]["privacy"]["properties"]["mode"]["default"] == "none"
     rules = [r["rule"] for r in spec["x-kubernetes-validations"]]
