@@ -15,6 +15,7 @@ import json
 import logging
 import threading
 import time
+import uuid
 from typing import Any
 
 from kubernetes import client as k8s_client
@@ -77,7 +78,8 @@ class Cluster:
         objs = self._resource(api_version, kind).get(
             namespace=namespace, label_selector=label_selector
         )
-        return [item.to_dict() for item in objs.to_dict()["items"]]
+        items: list[dict[str, Any]] = objs.to_dict()["items"]
+        return items
 
     def trainings_clients(self, namespace: str, training: str) -> list[dict[str, Any]]:
         """The FLClients of ``namespace`` whose trainingRef names ``training``."""
@@ -196,8 +198,9 @@ class Cluster:
         body = {
             "apiVersion": "events.k8s.io/v1",
             "kind": "Event",
+            # client-go's naming: <object>.<unique suffix> (generateName may not end in ".")
             "metadata": {
-                "generateName": f"{meta['name']}.",
+                "name": f"{meta['name']}.{uuid.uuid4().hex[:16]}",
                 "namespace": meta["namespace"],
             },
             "eventTime": now.isoformat(timespec="microseconds").replace("+00:00", "Z"),
@@ -221,4 +224,6 @@ class Cluster:
                 body=body, namespace=meta["namespace"]
             )
         except ApiException as exc:  # an Event is never worth failing a reconciliation for
-            log.warning("could not record event %s on %s: %s", reason, meta["name"], exc.reason)
+            log.warning(
+                "could not record event %s on %s: %s %s", reason, meta["name"], exc.reason, exc.body
+            )
