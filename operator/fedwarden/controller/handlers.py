@@ -45,6 +45,16 @@ def _client(body: dict[str, Any]) -> None:
     )
 
 
+@kopf.on.login()
+def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+    # kopf's own parsers read $KUBECONFIG when called (the kubernetes client's reads it once,
+    # at import), and a pod's service account first
+    info: kopf.ConnectionInfo | None = kopf.login_with_service_account(
+        **kwargs
+    ) or kopf.login_with_kubeconfig(**kwargs)
+    return info
+
+
 @kopf.on.startup()
 def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     # kopf's own bookkeeping goes into annotations under our group, not into the status we own
