@@ -20,6 +20,7 @@ CONFIG_DIR = "/etc/fedwarden/config"
 TLS_DIR = "/etc/fedwarden/tls"
 TRUST_DIR = "/etc/fedwarden/trust"
 STATE_DIR = "/var/lib/fedwarden"
+SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 
 
 def aggregator_settings(
@@ -119,6 +120,7 @@ def job(owner: Owner, spec: FederatedTrainingSpec, *, config_hash: str) -> dict[
         "--listen", f"0.0.0.0:{GRPC_PORT}",
         "--checkpoint-dir", f"{STATE_DIR}/checkpoint",
         "--report-jsonl", f"{STATE_DIR}/report.jsonl",
+        "--service-account-dir", SERVICE_ACCOUNT_DIR,
     ]  # fmt: skip
     container: dict[str, Any] = {
         "name": "aggregator",
