@@ -40,20 +40,27 @@ log() { printf '[control-plane] %s\n' "$*" >&2; }
 
 now() { date +%s; }
 
+version_of() {
+    # The first line of the binary's version output; fails if it is missing or does not run
+    # (a build cut short leaves no file: binaries are moved into place once linked).
+    local b="$1" out
+    [[ -x "$BIN/$b" ]] || return 1
+    case "$b" in
+        kubectl) out="$("$BIN/$b" version --client 2>&1)" || return 1 ;;
+        *) out="$("$BIN/$b" --version 2>&1)" || return 1 ;;
+    esac
+    printf '%s\n' "${out%%$'\n'*}"
+}
+
 check() {
     # Every binary present and answering --version; prints the versions.
-    local ok=0
+    local ok=0 b v
     for b in etcd kube-apiserver kube-controller-manager kubectl; do
-        if [[ ! -x "$BIN/$b" ]]; then
+        if v="$(version_of "$b")"; then
+            log "$b: $v"
+        else
             ok=1
-            continue
         fi
-        local v
-        case "$b" in
-            kubectl) v="$("$BIN/$b" version --client 2>&1 | head -n1)" || ok=1 ;;
-            *) v="$("$BIN/$b" --version 2>&1 | head -n1)" || ok=1 ;;
-        esac
-        log "$b: $v"
     done
     return "$ok"
 }
@@ -85,7 +92,8 @@ build_etcd() {
             "go.etcd.io/etcd/client/pkg/v3@$ETCD_VERSION" \
             "go.etcd.io/etcd/client/v3@$ETCD_VERSION" \
             "go.etcd.io/etcd/pkg/v3@$ETCD_VERSION"
-        go build -trimpath -ldflags "-s -w" -o "$BIN/etcd" go.etcd.io/etcd/server/v3
+        go build -trimpath -ldflags "-s -w" -o "$WORK/etcd.bin" go.etcd.io/etcd/server/v3
+        mv -f "$WORK/etcd.bin" "$BIN/etcd"
     )
     log "etcd $ETCD_VERSION built in $(($(now) - start)) s"
 }
@@ -129,16 +137,20 @@ build_kubernetes() {
     for b in kube-apiserver kube-controller-manager kubectl; do
         local s
         s="$(now)"
-        go build -trimpath -ldflags "-s -w $x" -o "$BIN/$b" "k8s.io/kubernetes/cmd/$b"
+        go build -trimpath -ldflags "-s -w $x" -o "$WORK/$b.bin" "k8s.io/kubernetes/cmd/$b"
+        mv -f "$WORK/$b.bin" "$BIN/$b"
         log "$b built in $(($(now) - s)) s"
     done
     cd - >/dev/null
 }
 
-[[ -x "$BIN/etcd" ]] || build_etcd
-if [[ ! -x "$BIN/kube-apiserver" || ! -x "$BIN/kube-controller-manager" || ! -x "$BIN/kubectl" ]]; then
-    build_kubernetes
-fi
+version_of etcd >/dev/null || build_etcd
+for b in kube-apiserver kube-controller-manager kubectl; do
+    if ! version_of "$b" >/dev/null; then
+        build_kubernetes
+        break
+    fi
+done
 log "built in $(($(now) - total_start)) s total"
 check || { log "a binary does not run --version"; exit 1; }
 log "binaries in $BIN"
