@@ -599,3 +599,29 @@ def test_kubectl_helper_raises_with_stderr(control_plane: ControlPlane) -> None:
     with pytest.raises(subprocess.CalledProcessError) as failed:
         control_plane.kubectl("get", "pod", "does-not-exist", "-n", "default")
     assert "NotFound" in failed.value.stderr
+
+
+def test_force_deleted_pod_is_stopped(
+    control_plane: ControlPlane, pod_runner: PodRunner, kube_namespace: str
+) -> None:
+    ns = kube_namespace
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "forced"},
+        "spec": {
+            "containers": [
+                {
+                    "name": "main",
+                    "image": IMAGE,
+                    "command": ["python", "-c", "import time; time.sleep(600)"],
+                }
+            ]
+        },
+    }
+    apply(control_plane, pod, ns)
+    api = control_plane.api()
+    wait_for(lambda: pod_phase(api, ns, "forced") == "Running", what="pod running")
+    pid = wait_for(lambda: pod_runner.pid(ns, "forced"), what="pid")
+    control_plane.kubectl("delete", "pod", "forced", "-n", ns, "--grace-period=0", "--force")
+    wait_for(lambda: not _alive(pid), timeout=20, what="the process to stop")

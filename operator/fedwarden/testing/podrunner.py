@@ -1057,9 +1057,18 @@ class PodRunner:
                 )
                 self._workers[uid] = worker
                 worker.thread.start()
-        for uid in list(self._workers):
-            if uid not in seen and self._workers[uid].done.is_set():
-                pass  # keep finished workers: pod_dir/logs stay readable after deletion
+        # A Pod gone without a deletionTimestamp seen here (force deletion, or it vanished between
+        # two syncs): stop its processes all the same. Finished workers are kept, so that
+        # pod_dir() and logs() still answer after the Pod is deleted.
+        for uid, worker in list(self._workers.items()):
+            if uid not in seen and uid not in self._finalizing and not worker.done.is_set():
+                self._finalizing.add(uid)
+                threading.Thread(target=self._orphan, args=(worker,), daemon=True).start()
+
+    def _orphan(self, worker: _PodWorker, grace: float = 2.0) -> None:
+        worker.terminate(grace)
+        worker.done.wait(grace + 10)
+        worker._kill_all(grace)
 
     def _bind(self, pod: JSON) -> None:
         meta = pod["metadata"]
