@@ -93,7 +93,7 @@ def reconcile_client(
 
     if reported.get("banReason"):
         cert = pki_store.client_certificate(cluster, owner.name, owner.namespace)
-        if cert is not None and pki.revoke(cert.serial_number, "affiliationChanged"):
+        if cert is not None and pki.revoke(cert.serial_number, "affiliation-changed"):
             pki_store.publish_trust(cluster, t_owner, pki)
             cluster.event(training_body, "ClientBanned",
                           f"{owner.name}: {reported['banReason']}", warning=True)  # fmt: skip
@@ -152,7 +152,7 @@ def _revoke_deleted_client(
         return
     t_owner = training_owner(training_body)
     pki, _ = pki_store.load_or_create(cluster, t_owner, settings.trust_domain)
-    if pki.revoke(cert.serial_number, "cessationOfOperation"):
+    if pki.revoke(cert.serial_number, "cessation-of-operation"):
         pki_store.publish_trust(cluster, t_owner, pki)
         cluster.event(training_body, "ClientRevoked",
                       f"{meta['name']} was deleted; its certificate is revoked")  # fmt: skip

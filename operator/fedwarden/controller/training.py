@@ -182,7 +182,7 @@ def _finalize_training(cluster: Cluster, owner: Owner, settings: OperatorSetting
                 cluster, client["metadata"]["name"], owner.namespace
             )
             if cert is not None and cert.issuer == pki.ca.certificate.subject:
-                pki.revoke(cert.serial_number, "cessationOfOperation")
+                pki.revoke(cert.serial_number, "cessation-of-operation")
         pki_store.publish_trust(cluster, owner, pki)
     for client in clients:
         name = client["metadata"]["name"]
