@@ -83,14 +83,15 @@ def publish_trust(cluster: Cluster, owner: Owner, pki: TrainingPKI) -> None:
 
 def ensure_server_certificate(
     cluster: Cluster, owner: Owner, pki: TrainingPKI, spec: CertificateSpec, now: dt.datetime
-) -> tuple[x509.Certificate, bool]:
-    """The aggregator's certificate, issued or renewed when due. Returns (cert, renewed)."""
+) -> tuple[x509.Certificate, str | None]:
+    """The aggregator's certificate, issued or renewed when due. Returns the certificate and
+    what happened: ``"CertificateIssued"``, ``"CertificateRenewed"`` or ``None``."""
     name = names.aggregator_tls_secret_name(owner.name)
     current = _secret_value(cluster.get("v1", "Secret", name, owner.namespace), "tls.crt")
     if current is not None:
         cert = load_certificate(current)
         if cert.issuer == pki.ca.certificate.subject and not due(cert, spec, now):
-            return cert, False
+            return cert, None
     duration, _ = durations(spec)
     issued = pki.ca.issue_server(
         names.aggregator_dns_names(owner.name, owner.namespace), duration=duration, now=now
@@ -100,7 +101,7 @@ def ensure_server_certificate(
             owner, cert=issued.cert_pem, key=issued.key_pem, bundle=pki.bundle
         )
     )
-    return issued.certificate, True
+    return issued.certificate, "CertificateIssued" if current is None else "CertificateRenewed"
 
 
 def ensure_client_certificate(

@@ -58,7 +58,7 @@ def reconcile_client(
             **fields,
         }
         cluster.apply_status(KIND, owner.name, owner.namespace, status)
-        if phase != reported.get("phase"):
+        if phase != reported.get("phase") and phase != "Banned":
             warning = phase in ("Banned", "Revoked") or (not ready and phase == "Pending")
             cluster.event(body, phase if phase != "Pending" else reason, message, warning=warning)
         return status
@@ -88,15 +88,19 @@ def reconcile_client(
         )
 
     t_owner = training_owner(training_body)
-    pki, _ = pki_store.load_or_create(cluster, t_owner, settings.trust_domain)
+    pki, created = pki_store.load_or_create(cluster, t_owner, settings.trust_domain)
+    if created:
+        cluster.event(training_body, "CertificateAuthorityCreated", f"CA {pki.ca.subject}")
     now = dt.datetime.now(dt.UTC)
 
     if reported.get("banReason"):
         cert = pki_store.client_certificate(cluster, owner.name, owner.namespace)
         if cert is not None and pki.revoke(cert.serial_number, "affiliation-changed"):
+            # the aggregator may have written the phase already: the revocation is the news
             pki_store.publish_trust(cluster, t_owner, pki)
-            cluster.event(training_body, "ClientBanned",
-                          f"{owner.name}: {reported['banReason']}", warning=True)  # fmt: skip
+            note = f"{reported['banReason']}; certificate {cert.serial_number:x} revoked"
+            cluster.event(body, "Banned", note, warning=True)
+            cluster.event(training_body, "ClientBanned", f"{owner.name}: {note}", warning=True)
         cluster.delete("batch/v1", "Job", names.client_job_name(owner.name), owner.namespace)
         phase, message = client_phase(reported, enrolled=True, revoked=True)
         return write(phase, message + "; certificate revoked", False, "Banned")
@@ -166,7 +170,11 @@ def reconcile_client_and_training(
     training_name = (body.get("spec") or {}).get("trainingRef", {}).get("name")
     namespace = body["metadata"]["namespace"]
     with training_lock(namespace, training_name):
-        status = reconcile_client(cluster, body, settings)
+        # read again under the lock: kopf's body can predate the status written a moment ago
+        fresh = cluster.get(API_VERSION, KIND, body["metadata"]["name"], namespace)
+        if fresh is None or fresh["metadata"].get("deletionTimestamp"):
+            return dict(body.get("status") or {})
+        status = reconcile_client(cluster, fresh, settings)
         training_body = cluster.get(API_VERSION, "FederatedTraining", training_name, namespace)
         if training_body is not None and training_body["metadata"].get("deletionTimestamp") is None:
             reconcile_training(cluster, training_body, settings)

@@ -58,10 +58,16 @@ def _config_hash(config_map: dict[str, Any]) -> str:
 def reconcile_training(
     cluster: Cluster, body: dict[str, Any], settings: OperatorSettings
 ) -> dict[str, Any]:
-    """Make the cluster match one FederatedTraining; returns the status written."""
+    """Make the cluster match one FederatedTraining; returns the status written.
+
+    The training is read again under its lock: kopf hands over the body of the event that
+    triggered the handler, which can predate the status this operator wrote a moment ago."""
     meta = body["metadata"]
     with training_lock(meta["namespace"], meta["name"]):
-        return _reconcile_training(cluster, body, settings)
+        fresh = cluster.get(API_VERSION, KIND, meta["name"], meta["namespace"])
+        if fresh is None or fresh["metadata"].get("deletionTimestamp"):
+            return dict(body.get("status") or {})
+        return _reconcile_training(cluster, fresh, settings)
 
 
 def _reconcile_training(
@@ -83,17 +89,14 @@ def _reconcile_training(
 
     pki, created = pki_store.load_or_create(cluster, owner, settings.trust_domain)
     pki_store.publish_trust(cluster, owner, pki)
-    server_cert, renewed = pki_store.ensure_server_certificate(
+    server_cert, issued = pki_store.ensure_server_certificate(
         cluster, owner, pki, spec.certificates, now
     )
     if created:
         cluster.event(body, "CertificateAuthorityCreated", f"CA {pki.ca.subject}")
-    elif renewed:
-        cluster.event(
-            body,
-            "CertificateRenewed",
-            f"aggregator certificate renewed, valid until {server_cert.not_valid_after_utc:%FT%TZ}",
-        )
+    if issued is not None:
+        until = f"valid until {server_cert.not_valid_after_utc:%FT%TZ}"
+        cluster.event(body, issued, f"aggregator certificate {until}")
 
     clients = cluster.trainings_clients(owner.namespace, owner.name)
     client_names = sorted(c["metadata"]["name"] for c in clients)
