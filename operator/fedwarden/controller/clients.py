@@ -64,7 +64,11 @@ def reconcile_client(
         return status
 
     training_body = cluster.get(API_VERSION, "FederatedTraining", training_name, owner.namespace)
+    if training_body is not None and training_body["metadata"].get("deletionTimestamp"):
+        training_body = None  # going: its finalizer revokes this client
     if training_body is None:
+        if reported.get("phase") in ("Revoked", "Banned"):
+            return reported  # its training was deleted and its certificate revoked: final
         return write("Pending", f"FederatedTraining {training_name} does not exist", False,
                      "TrainingNotFound")  # fmt: skip
     training = FederatedTraining.model_validate(
