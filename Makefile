@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint unit install-dev clean
+.PHONY: demo test lint unit control-plane install-dev clean
 
 $(BIN)/fedwarden: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,10 +22,15 @@ lint: install-dev
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
+# etcd, kube-apiserver, kube-controller-manager and kubectl, built from the upstream Go modules
+# and cached in ~/.cache/fedwarden (the first build takes a while; later runs only check them)
+control-plane:
+	bash hack/control-plane.sh
+
 unit: install-dev
 	$(BIN)/pytest tests
 
-test: lint unit
+test: lint control-plane unit
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

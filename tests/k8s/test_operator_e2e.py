@@ -100,9 +100,10 @@ def test_examples_train_to_succeeded_and_survive_restarts_and_deletion(
             for e in events(cp, ns)
         ]
         reasons = {r for r, _, _ in story}
-        assert {"Enrolled", "Banned", "ClientBanned", "Started", "Succeeded"} <= reasons, story
+        told = "\n".join(f"{r} {name}: {note}" for r, name, note in story)
+        assert {"Enrolled", "Banned", "ClientBanned", "Started", "Succeeded"} <= reasons, told
         # the certificates lived 24 h: nothing was renewed
-        assert "CertificateRenewed" not in reasons, story
+        assert "CertificateRenewed" not in reasons, told
 
         # deleting the training: its objects go, its clients' certificates are revoked
         cp.kubectl("delete", "ft", "digits", "-n", ns, "--wait=true", "--timeout=120s")
