@@ -6,6 +6,8 @@ import json
 import os
 import re
 import subprocess
+import sys
+import tempfile
 import textwrap
 import time
 import urllib.request
@@ -66,6 +68,32 @@ def test_expand_and_rewrite_paths() -> None:
     assert rewrite_paths("--tls=/etc/tls/ca.crt", mounts) == "--tls=/tmp/v/tls/ca.crt"
     assert rewrite_paths("/data", mounts) == "/tmp/v/data"
     assert rewrite_paths("/database /x/data", mounts) == "/database /x/data"
+
+
+def test_children_die_with_the_test_process() -> None:
+    """A killed pytest must not leave etcd, kube-apiserver or pod processes behind."""
+    code = textwrap.dedent(
+        """
+        import os, threading
+        from fedwarden.testing._procs import popen
+        # started from a short-lived thread: the child must outlive the thread, not the process
+        out = []
+        t = threading.Thread(target=lambda: out.append(popen(["sleep", "60"])))
+        t.start(); t.join()
+        pid = out[0].pid
+        # setpriv sets the death signal before it execs the program: wait for the exec
+        while b"sleep" not in open(f"/proc/{pid}/cmdline", "rb").read().split(b"\\0")[0]:
+            pass
+        print(pid, flush=True)
+        os.kill(os.getpid(), 9)
+        """
+    )
+    with tempfile.TemporaryFile("w+") as out:
+        proc = subprocess.run([sys.executable, "-c", code], stdout=out, timeout=60, check=False)
+        assert proc.returncode == -9
+        out.seek(0)
+        pid = int(out.read().split()[0])
+    wait_for(lambda: not _alive(pid), timeout=10, what="the orphan to be killed")
 
 
 # --- the control plane --------------------------------------------------------------------
@@ -191,6 +219,28 @@ def test_failing_job_reports_the_exit_code(
     wait_for(lambda: pod_phase(api, ns, "fails") == "Failed", what="pod fails")
     status = api.get(f"/api/v1/namespaces/{ns}/pods/fails")["status"]
     assert status["containerStatuses"][0]["state"]["terminated"]["exitCode"] == 3
+
+
+def test_missing_command_is_a_start_error(
+    control_plane: ControlPlane, pod_runner: PodRunner, kube_namespace: str
+) -> None:
+    ns = kube_namespace
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "nocmd"},
+        "spec": {
+            "restartPolicy": "Never",
+            "containers": [{"name": "main", "image": IMAGE, "command": ["no-such-program"]}],
+        },
+    }
+    apply(control_plane, pod, ns)
+    api = control_plane.api()
+    wait_for(lambda: pod_phase(api, ns, "nocmd") == "Failed", what="pod fails")
+    status = api.get(f"/api/v1/namespaces/{ns}/pods/nocmd")["status"]
+    terminated = status["containerStatuses"][0]["state"]["terminated"]
+    assert terminated["reason"] == "StartError"
+    assert "no-such-program" in terminated["message"]
 
 
 def test_unsupported_image_fails_the_pod(
@@ -470,8 +520,9 @@ CLIENT_SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.parametrize("service_first", [True, False], ids=["service-first", "pod-first"])
 def test_service_addresses_stay_on_loopback(
-    control_plane: ControlPlane, pod_runner: PodRunner, kube_namespace: str
+    control_plane: ControlPlane, pod_runner: PodRunner, kube_namespace: str, service_first: bool
 ) -> None:
     ns = kube_namespace
     service = {
@@ -498,8 +549,9 @@ def test_service_addresses_stay_on_loopback(
             ]
         },
     }
-    apply(control_plane, service, ns)
-    apply(control_plane, server, ns)
+    # pod-first: the runner waits a little for a Service to select a Pod that declares ports
+    for manifest in (service, server) if service_first else (server, service):
+        apply(control_plane, manifest, ns)
     host, port = pod_runner.service_address(ns, "web")
     assert host == "127.0.0.1"
     assert pod_runner.service_address(ns, "web", "http") == (host, port)

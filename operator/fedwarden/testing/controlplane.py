@@ -40,6 +40,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from fedwarden.testing._procs import popen
 from fedwarden.testing.kubeapi import ApiError, KubeApi
 
 # Keep in step with hack/control-plane.sh (a test checks that they agree).
@@ -274,7 +275,7 @@ class _Process:
         self.argv = argv
         self.log_path = log_dir / f"{name}.log"
         self._log = self.log_path.open("wb")
-        self.proc = subprocess.Popen(
+        self.proc = popen(
             argv,
             stdout=self._log,
             stderr=subprocess.STDOUT,

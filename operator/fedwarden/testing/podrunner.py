@@ -72,12 +72,15 @@ Test traffic stays on 127.0.0.1; nothing connects to a ClusterIP or a pod IP.
   the address as two separate arguments). ``kubernetes.default.svc[.cluster.local]:443`` maps
   to the test API server.
 * **Servers.** A Pod whose labels match a Service's selector (in its namespace, Service created
-  before the Pod starts) gets ``FEDWARDEN_BIND_ADDRESS=127.0.0.1:<allocated>`` for the
-  Service's first port and ``FEDWARDEN_BIND_ADDRESS_<PORT_NAME>`` for each named port (name
-  upper-cased, ``-`` → ``_``). It must listen there instead of on its ``containerPort``; also,
-  in its args and env values ``0.0.0.0:<targetPort>``, ``[::]:<targetPort>`` and a bare
-  ``:<targetPort>`` are rewritten to ``127.0.0.1:<allocated>``. One backing Pod per Service:
-  a second one gets the same address and cannot bind while the first runs.
+  before the Pod starts; a Pod with ``ports`` that no Service selects yet waits up to
+  ``service_wait`` seconds, default 3, for one) gets
+  ``FEDWARDEN_BIND_ADDRESS=127.0.0.1:<allocated>`` for the Service's first port and
+  ``FEDWARDEN_BIND_ADDRESS_<PORT_NAME>`` for each named port (name upper-cased, ``-`` → ``_``).
+  It must listen there instead of on its ``containerPort``; also, in its args and env values
+  ``0.0.0.0:<targetPort>``, ``[::]:<targetPort>`` and a bare ``:<targetPort>`` are rewritten to
+  ``127.0.0.1:<allocated>`` (so ``--listen 0.0.0.0:8443`` in a manifest just works). One
+  backing Pod per Service: a second one gets the same address and cannot bind while the first
+  runs (a replacement Pod can bind once its predecessor's process is gone).
 * Endpoints/EndpointSlices are whatever the controller manager makes of ``podIP 127.0.0.1``;
   nothing here reads them.
 
@@ -118,6 +121,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
+from fedwarden.testing._procs import popen
 from fedwarden.testing.kubeapi import JSON, ApiError, KubeApi
 
 if TYPE_CHECKING:
@@ -285,12 +289,13 @@ class _PodWorker:
         last = ""
         while not self.stop_event.is_set():
             for c in apps:
-                if c.proc is None and c.terminated is None and time.monotonic() >= c.next_start:
-                    self._start(c)
-                elif c.proc is not None and c.proc.poll() is not None:
+                if c.proc is not None and c.proc.poll() is not None:
                     self._finish(c)
-                    code = c.terminated["exitCode"] if c.terminated else 0
-                    if policy == "Always" or (policy == "OnFailure" and code != 0):
+                    if self._restarts(c, policy):
+                        self._backoff(c)
+                elif c.proc is None and c.terminated is None and time.monotonic() >= c.next_start:
+                    self._start(c)
+                    if c.proc is None and self._restarts(c, policy):  # could not start
                         self._backoff(c)
             if all(
                 c.proc is None and c.terminated is not None and not self._restarts(c, policy)
@@ -341,7 +346,9 @@ class _PodWorker:
         c.log.write(f"--- {_now()} start {argv!r}\n".encode())
         c.log.flush()
         try:
-            c.proc = subprocess.Popen(
+            if not argv or not os.access(argv[0], os.X_OK) or os.path.isdir(argv[0]):
+                raise FileNotFoundError("not found, or not an executable file")
+            c.proc = popen(
                 argv,
                 env=env,
                 cwd=cwd,
@@ -355,7 +362,7 @@ class _PodWorker:
             c.terminated = {
                 "exitCode": 128,
                 "reason": "StartError",
-                "message": f"{argv[0]}: {e}",
+                "message": f"{argv[0] if argv else '(empty command)'}: {e}",
                 "startedAt": _now(),
                 "finishedAt": _now(),
             }
@@ -626,6 +633,14 @@ class _PodWorker:
         self.path_map.update(mounts)
         services = runner._services(self.ns)
         binds = runner._binds(self.pod, services)
+        # A Pod that declares ports may start before the Service that selects it is created
+        # (a controller applies a Job and its Service in some order): wait a little for it.
+        deadline = time.monotonic() + runner.service_wait
+        while not binds and spec.get("ports") and time.monotonic() < deadline:
+            if self.stop_event.wait(0.2):
+                break
+            services = runner._services(self.ns)
+            binds = runner._binds(self.pod, services)
         rewrite = runner._address_rewriter(self.ns, services, binds, spec)
 
         def fix(value: str) -> str:
@@ -814,6 +829,7 @@ class PodRunner:
         directory: Path | None = None,
         extra_env: dict[str, str] | None = None,
         refresh_interval: float = 2.0,
+        service_wait: float = 3.0,
         verbose: bool = False,
     ) -> None:
         self.control_plane = control_plane
@@ -832,6 +848,7 @@ class PodRunner:
         self.directory = directory or Path(str(self._tmp))
         self.extra_env = dict(extra_env or {})
         self.refresh_interval = refresh_interval
+        self.service_wait = service_wait
         self.verbose = verbose
         self.bin_dir = str(Path(sys.executable).parent)
         self._workers: dict[str, _PodWorker] = {}
