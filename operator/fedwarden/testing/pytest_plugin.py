@@ -1,6 +1,8 @@
 """pytest fixtures for tests against a real control plane.
 
-Enable with ``pytest_plugins = ["fedwarden.testing.pytest_plugin"]`` in a conftest.py.
+Enable with ``-p fedwarden.testing.pytest_plugin`` (this repository has it in pyproject's
+``addopts``) or ``pytest_plugins = ["fedwarden.testing.pytest_plugin"]`` in the top-level
+conftest.py.
 
 * ``control_plane`` (session): a started :class:`~fedwarden.testing.controlplane.ControlPlane`.
   When the binaries are missing the test is skipped, except under CI (env ``CI`` set), where it
