@@ -75,6 +75,8 @@ CONTROLLERS = (
     "disruption-controller",
     "resourcequota-controller",
     "pod-garbage-collector-controller",
+    "persistentvolumeclaim-protection-controller",
+    "persistentvolume-protection-controller",
     "validatingadmissionpolicy-status-controller",
     "service-cidr-controller",
 )
