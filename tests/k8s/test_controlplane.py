@@ -498,7 +498,8 @@ def test_restart_on_failure_keeps_the_persistent_volume(
 
 SERVER_SCRIPT = textwrap.dedent(
     """
-    import http.server, os
+    import http.server, os, sys
+    print("argv", sys.argv[1:], flush=True)
     host, port = os.environ["FEDWARDEN_BIND_ADDRESS"].rsplit(":", 1)
     class Hello(http.server.BaseHTTPRequestHandler):
         def do_GET(self):
@@ -544,6 +545,7 @@ def test_service_addresses_stay_on_loopback(
                     "name": "web",
                     "image": IMAGE,
                     "command": ["python", "-c", SERVER_SCRIPT],
+                    "args": ["--listen", "0.0.0.0:8080", "--metrics=:8080", "--other=0.0.0.0:9090"],
                     "ports": [{"containerPort": 8080}],
                 }
             ]
@@ -564,6 +566,12 @@ def test_service_addresses_stay_on_loopback(
             return False
 
     wait_for(answers, what="the server pod to answer on its service address")
+    # listen addresses on the target port are rewritten; other ports are left alone
+    argv = [line for line in pod_runner.logs(ns, "web").splitlines() if line.startswith("argv")]
+    assert argv[-1] == (
+        f"argv ['--listen', '127.0.0.1:{port}', '--metrics=127.0.0.1:{port}', "
+        "'--other=0.0.0.0:9090']"
+    )
     client = {
         "apiVersion": "v1",
         "kind": "Pod",
