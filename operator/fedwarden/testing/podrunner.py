@@ -391,22 +391,24 @@ class _PodWorker:
         self.stop_event.set()
 
     def _kill_all(self, grace: float) -> None:
-        running = [c for c in self.containers if c.proc is not None and c.proc.poll() is None]
-        for c in running:
-            assert c.proc is not None
+        # the worker thread may finish a container (and clear its proc) while this runs:
+        # work on the Popen objects taken once
+        running = [
+            (c, c.proc) for c in self.containers if c.proc is not None and c.proc.poll() is None
+        ]
+        for _, proc in running:
             with contextlib.suppress(ProcessLookupError):
-                os.killpg(c.proc.pid, signal.SIGTERM)
+                os.killpg(proc.pid, signal.SIGTERM)
         deadline = time.monotonic() + grace
-        for c in running:
-            assert c.proc is not None
+        for _, proc in running:
             with contextlib.suppress(subprocess.TimeoutExpired):
-                c.proc.wait(max(deadline - time.monotonic(), 0))
-        for c in running:
-            assert c.proc is not None
+                proc.wait(max(deadline - time.monotonic(), 0))
+        for c, proc in running:
             with contextlib.suppress(ProcessLookupError):
-                os.killpg(c.proc.pid, signal.SIGKILL)
-            c.proc.wait()
-            self._finish(c)
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            if c.proc is proc:
+                self._finish(c)
 
     def _fail_unsupported(self, message: str) -> None:
         self.phase = "Failed"
