@@ -160,6 +160,8 @@ def _revoke_deleted_client(
         return
     t_owner = training_owner(training_body)
     pki, _ = pki_store.load_or_create(cluster, t_owner, settings.trust_domain)
+    cluster.forget(meta["namespace"], names.client_job_name(meta["name"]))
+    cluster.forget(meta["namespace"], names.client_tls_secret_name(meta["name"]))
     if pki.revoke(cert.serial_number, "cessation-of-operation"):
         pki_store.publish_trust(cluster, t_owner, pki)
         cluster.event(training_body, "ClientRevoked",
@@ -169,8 +171,9 @@ def _revoke_deleted_client(
 def reconcile_client_and_training(
     cluster: Cluster, body: dict[str, Any], settings: OperatorSettings
 ) -> dict[str, Any]:
-    """A new, changed or banned client also changes its training (the aggregator's Role names
-    its clients, the population counts them): reconcile both."""
+    """Reconcile a client; when its phase changed (enrolled, banned, revoked) its training too:
+    the aggregator's Role names its clients and the population counts them. A resync that
+    changes nothing leaves the training alone (it has its own resync)."""
     training_name = (body.get("spec") or {}).get("trainingRef", {}).get("name")
     namespace = body["metadata"]["namespace"]
     with training_lock(namespace, training_name):
@@ -178,8 +181,10 @@ def reconcile_client_and_training(
         fresh = cluster.get(API_VERSION, KIND, body["metadata"]["name"], namespace)
         if fresh is None or fresh["metadata"].get("deletionTimestamp"):
             return dict(body.get("status") or {})
+        before = (fresh.get("status") or {}).get("phase")
         status = reconcile_client(cluster, fresh, settings)
-        training_body = cluster.get(API_VERSION, "FederatedTraining", training_name, namespace)
-        if training_body is not None and training_body["metadata"].get("deletionTimestamp") is None:
-            reconcile_training(cluster, training_body, settings)
+        if status.get("phase") != before:
+            training_body = cluster.get(API_VERSION, "FederatedTraining", training_name, namespace)
+            if training_body is not None:
+                reconcile_training(cluster, training_body, settings)
     return status

@@ -6,6 +6,7 @@ from the environment (:class:`~fedwarden.controller.settings.OperatorSettings`).
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import kopf
@@ -22,13 +23,16 @@ SETTINGS = OperatorSettings.from_env()
 TRAININGS = (GROUP, VERSION, "federatedtrainings")
 CLIENTS = (GROUP, VERSION, "flclients")
 _cluster: Cluster | None = None
+_cluster_lock = threading.Lock()
 
 
 def cluster() -> Cluster:
+    """The one API client of the process (handlers run on several threads at once)."""
     global _cluster
-    if _cluster is None:
-        _cluster = connect(SETTINGS.kubeconfig)
-    return _cluster
+    with _cluster_lock:
+        if _cluster is None:
+            _cluster = connect(SETTINGS.kubeconfig)
+        return _cluster
 
 
 def _training(body: dict[str, Any]) -> None:

@@ -55,6 +55,7 @@ class Cluster:
         self.reapply_seconds = reapply_seconds
         self._applied: dict[tuple[str, str, str, str], tuple[str, float]] = {}
         self._lock = threading.Lock()
+        self._endpoints: tuple[list[tuple[str, int]], float] | None = None
         self.requests = 0
 
     def _resource(self, api_version: str, kind: str) -> Any:
@@ -90,7 +91,12 @@ class Cluster:
         ]
 
     def api_server_endpoints(self) -> list[tuple[str, int]]:
-        """Addresses of the API server (the ``kubernetes`` EndpointSlice in ``default``)."""
+        """Addresses of the API server (the ``kubernetes`` EndpointSlice in ``default``), read
+        at most once a minute: every training's NetworkPolicy needs them."""
+        with self._lock:
+            cached = self._endpoints
+        if cached is not None and time.monotonic() - cached[1] < 60:
+            return cached[0]
         slices = self.list_objects(
             "discovery.k8s.io/v1",
             "EndpointSlice",
@@ -103,7 +109,10 @@ class Cluster:
             for endpoint in item.get("endpoints") or []:
                 for address in endpoint.get("addresses") or []:
                     out += [(address, port) for port in ports]
-        return sorted(set(out))
+        endpoints = sorted(set(out))
+        with self._lock:
+            self._endpoints = (endpoints, time.monotonic())
+        return endpoints
 
     # --- writes ----------------------------------------------------------------------------
 
