@@ -113,7 +113,7 @@ smoke() {
     # the containers run as 65532: they may read their certificates, never the CA's key
     mkdir "$dir/trust" && cp "$dir/ca/crl.pem" "$dir/trust/"
     chown -R 65532:65532 "$dir/server" "$dir/site-0" "$dir/site-1" "$dir/trust"
-    local run=("${PODMAN[@]}" run --network host --read-only --cap-drop ALL
+    local run=("${PODMAN[@]}" run "${BUILD_LIMITS[@]}" --network host --read-only --cap-drop ALL
         --security-opt no-new-privileges)
     local names=(fedwarden-smoke-aggregator fedwarden-smoke-site-0 fedwarden-smoke-site-1)
     "${PODMAN[@]}" rm -f "${names[@]}" >/dev/null 2>&1 || true
@@ -130,7 +130,11 @@ smoke() {
             --num-clients 2 --json --backoff-max 0.5 --give-up-after 120 >/dev/null
     done
     local code
-    code="$(timeout 300 "${PODMAN[@]}" wait fedwarden-smoke-aggregator || echo timeout)"
+    timeout 300 "${PODMAN[@]}" wait fedwarden-smoke-aggregator >/dev/null || true
+    # the exit code from inspect (wait also answers for a container that never started)
+    code="$("${PODMAN[@]}" inspect --format '{{.State.Status}}:{{.State.ExitCode}}' \
+        fedwarden-smoke-aggregator)"
+    [[ "$code" == exited:0 ]] && code=0
     for c in "${names[@]}"; do
         [[ "$c" == fedwarden-smoke-aggregator ]] || timeout 60 "${PODMAN[@]}" wait "$c" >/dev/null || true
     done
@@ -139,7 +143,8 @@ smoke() {
     for c in fedwarden-smoke-site-0 fedwarden-smoke-site-1; do
         log "$c: exit $("${PODMAN[@]}" inspect --format '{{.State.ExitCode}}' "$c")"
     done
-    if [[ "$code" != 0 ]]; then
+    if [[ "$code" != 0 ]] || ! "${PODMAN[@]}" logs fedwarden-smoke-aggregator 2>/dev/null \
+        | grep -q '"status": *"completed"'; then
         for c in "${names[@]}"; do log "--- $c"; "${PODMAN[@]}" logs "$c" 2>&1 | tail -n 30 >&2; done
         rc=1
     fi
