@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 from fedwarden.api import FederatedTraining, FLClient
 from fedwarden.pki.ca import CertificateAuthority
@@ -85,9 +86,17 @@ def test_every_generated_manifest_passes_server_side_dry_run(
                 "metadata": {"name": "check", "namespace": ns},
                 "spec": manifest["spec"]["template"]["spec"],
             }
-            result = control_plane.kubectl(
-                "create", "--dry-run=server", "-n", ns, "-f", "-",
-                input=json.dumps(pod), check=False,
-            )  # fmt: skip
+            # the ServiceAccount admission plugin reads an informer cache, which may not have
+            # seen the account created a moment ago
+            deadline = time.monotonic() + 30
+            while True:
+                result = control_plane.kubectl(
+                    "create", "--dry-run=server", "-n", ns, "-f", "-",
+                    input=json.dumps(pod), check=False,
+                )  # fmt: skip
+                lagging = "serviceaccount" in result.stderr and "not found" in result.stderr
+                if not lagging or time.monotonic() > deadline:
+                    break
+                time.sleep(0.5)
             assert result.returncode == 0, result.stderr
             assert "violate" not in result.stderr, result.stderr
