@@ -44,6 +44,12 @@ def crds(control_plane: ControlPlane) -> ControlPlane:
     return control_plane
 
 
+def status_of(obj: dict[str, Any] | None) -> dict[str, Any]:
+    """``obj``'s status, ``{}`` when the object or its status is missing."""
+    status: dict[str, Any] = (obj or {}).get("status") or {}
+    return status
+
+
 def get(cp: ControlPlane, path: str) -> dict[str, Any] | None:
     result: dict[str, Any] | None = cp.api().get_or_none(path)
     return result

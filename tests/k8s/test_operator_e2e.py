@@ -16,6 +16,7 @@ from tests.k8s.operator_support import (
     crds,  # noqa: F401
     events,
     running_operator,
+    status_of,
     training,
     wait_for,
 )
@@ -24,10 +25,6 @@ from fedwarden.testing.controlplane import ControlPlane
 from fedwarden.testing.podrunner import PodRunner
 
 pytestmark = pytest.mark.slow
-
-
-def _status(obj: dict[str, Any] | None) -> dict[str, Any]:
-    return (obj or {}).get("status") or {}
 
 
 def _owned(cp: ControlPlane, ns: str, kind: str, training_name: str) -> list[str]:
@@ -47,7 +44,7 @@ def test_examples_train_to_succeeded_and_survive_restarts_and_deletion(
     epsilons: list[float] = []
 
     def progress() -> dict[str, Any]:
-        status = _status(training(cp, ns, "digits"))
+        status = status_of(training(cp, ns, "digits"))
         if status.get("epsilonSpent") is not None:
             epsilons.append(float(status["epsilonSpent"]))
         return status
@@ -90,7 +87,7 @@ def test_examples_train_to_succeeded_and_survive_restarts_and_deletion(
         assert str(final["epsilonSpent"])[:3] in table
         # the poisoners are banned with a reason, no honest site is
         for i in range(10):
-            status = wait_for(lambda i=i: _status(client(cp, ns, f"site-{i}")), 30)
+            status = wait_for(lambda i=i: status_of(client(cp, ns, f"site-{i}")), 30)
             if i >= 8:
                 assert status["phase"] == "Banned", (i, status)
                 assert status["banReason"]
@@ -114,8 +111,8 @@ def test_examples_train_to_succeeded_and_survive_restarts_and_deletion(
         for i in range(10):
             status = wait_for(
                 lambda i=i: (
-                    _status(client(cp, ns, f"site-{i}")).get("phase") == "Revoked"
-                    and _status(client(cp, ns, f"site-{i}"))
+                    status_of(client(cp, ns, f"site-{i}")).get("phase") == "Revoked"
+                    and status_of(client(cp, ns, f"site-{i}"))
                 ),
                 60,
                 f"site-{i} revoked",
@@ -160,28 +157,29 @@ spec:
         cp.kubectl("apply", "-n", ns, "-f", "-", input=manifest)
         first = wait_for(
             lambda: (
-                _status(client(cp, ns, "s0")).get("certificateSerial")
-                and _status(client(cp, ns, "s0"))
+                status_of(client(cp, ns, "s0")).get("certificateSerial")
+                and status_of(client(cp, ns, "s0"))
             ),
             120,
             "a certificate",
         )
-        wait_for(lambda: _status(training(cp, ns, "short")).get("round", 0) >= 1, 300, "a round")
+        wait_for(lambda: status_of(training(cp, ns, "short")).get("round", 0) >= 1, 300, "a round")
         renewed = wait_for(
             lambda: (
-                _status(client(cp, ns, "s0")).get("certificateSerial") != first["certificateSerial"]
-                and _status(client(cp, ns, "s0"))
+                status_of(client(cp, ns, "s0")).get("certificateSerial")
+                != first["certificateSerial"]
+                and status_of(client(cp, ns, "s0"))
             ),
             150,
             "a renewal",
         )
         assert renewed["notAfter"] > first["notAfter"]
-        status = _status(training(cp, ns, "short"))
+        status = status_of(training(cp, ns, "short"))
         assert status["phase"] == "Running", status
         rounds_at_renewal = status["round"]
         # the training goes on with the renewed certificates
         wait_for(
-            lambda: _status(training(cp, ns, "short")).get("round", 0) > rounds_at_renewal + 1,
+            lambda: status_of(training(cp, ns, "short")).get("round", 0) > rounds_at_renewal + 1,
             120,
             "rounds after the renewal",
         )

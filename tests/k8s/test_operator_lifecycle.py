@@ -15,6 +15,7 @@ from tests.k8s.operator_support import (
     client,
     crds,  # noqa: F401
     running_operator,
+    status_of,
     training,
     wait_for,
 )
@@ -25,10 +26,6 @@ from fedwarden.testing.controlplane import ControlPlane
 from fedwarden.testing.podrunner import PodRunner
 
 pytestmark = pytest.mark.slow
-
-
-def _status(obj: dict[str, Any] | None) -> dict[str, Any]:
-    return (obj or {}).get("status") or {}
 
 
 def _training(name: str, **spec: Any) -> dict[str, Any]:
@@ -69,8 +66,8 @@ def test_remote_site_enrols_by_csr_and_a_foreign_csr_is_refused(
             cp.kubectl("apply", "-n", ns, "-f", "-", input=json.dumps(obj))
         status = wait_for(
             lambda: (
-                _status(client(cp, ns, "remote-1")).get("phase") == "Enrolled"
-                and _status(client(cp, ns, "remote-1"))
+                status_of(client(cp, ns, "remote-1")).get("phase") == "Enrolled"
+                and status_of(client(cp, ns, "remote-1"))
             ),
             120,
             "remote-1 enrolled",
@@ -88,10 +85,10 @@ def test_remote_site_enrols_by_csr_and_a_foreign_csr_is_refused(
         )
         refused = wait_for(
             lambda: (
-                _status(client(cp, ns, "impostor"))
+                status_of(client(cp, ns, "impostor"))
                 .get("message", "")
                 .startswith("certificate refused")
-                and _status(client(cp, ns, "impostor"))
+                and status_of(client(cp, ns, "impostor"))
             ),
             120,
             "the foreign CSR refused",
@@ -130,7 +127,9 @@ def test_suspend_and_resume_and_ttl_after_finished(
         for obj in [brief, *sites]:
             cp.kubectl("apply", "-n", ns, "-f", "-", input=json.dumps(obj))
         wait_for(
-            lambda: _status(training(cp, ns, "brief")).get("phase") == "Suspended", 120, "Suspended"
+            lambda: status_of(training(cp, ns, "brief")).get("phase") == "Suspended",
+            120,
+            "Suspended",
         )
         job = cp.api().get(f"/apis/batch/v1/namespaces/{ns}/jobs/brief-aggregator")
         assert job["spec"]["suspend"] is True
@@ -138,7 +137,7 @@ def test_suspend_and_resume_and_ttl_after_finished(
             "patch", "ft", "brief", "-n", ns, "--type=merge", "-p", '{"spec":{"suspend":false}}'
         )
         wait_for(
-            lambda: _status(training(cp, ns, "brief")).get("phase") == "Succeeded",
+            lambda: status_of(training(cp, ns, "brief")).get("phase") == "Succeeded",
             300,
             "Succeeded after resume",
         )
