@@ -310,7 +310,8 @@ def test_a_real_training_reports_onto_the_resources(
 
     ft = status(cp, ns, TRAININGS, "digits")
     assert ft["round"] == 4
-    assert ft["epsilonSpent"] == pytest.approx(summary["epsilon"])
+    # shown with four decimals, rounded up: never less than what was spent
+    assert summary["epsilon"] <= ft["epsilonSpent"] <= summary["epsilon"] + 1e-4
     assert ft["epsilonSpent"] > 0
     assert ft["bannedClients"] == ["poisoner"]
     assert ft["bannedCount"] == 1

@@ -82,6 +82,13 @@ TRAINING_FIELDS = (
 )
 """The FederatedTraining status fields this reporter owns (and only these)."""
 
+
+def displayed_epsilon(epsilon: float) -> float:
+    """ε as the resource shows it (``kubectl get ft``): four decimals, rounded *up*, so the status
+    never understates what was spent."""
+    return math.ceil(epsilon * 1e4 - 1e-9) / 1e4
+
+
 CLIENT_FIELDS = ("strikes", "lastScore", "roundsParticipated", "phase", "banReason")
 """The FLClient status fields this reporter owns; ``phase`` only ever as ``Banned``."""
 
@@ -239,8 +246,9 @@ def training_status(
             )
         out["round"] = state.round
     if state.epsilon is not None:
+        spent = displayed_epsilon(state.epsilon)
         seeded = seed.get("epsilonSpent")
-        if seeded is not None and float(seeded) > state.epsilon:
+        if seeded is not None and float(seeded) > spent:
             if warn is not None:
                 warn(
                     "epsilon",
@@ -249,7 +257,7 @@ def training_status(
                 )
             out["epsilonSpent"] = float(seeded)
         else:
-            out["epsilonSpent"] = state.epsilon
+            out["epsilonSpent"] = spent
     if state.delta is not None:
         out["delta"] = state.delta
     if state.noise_multiplier is not None:

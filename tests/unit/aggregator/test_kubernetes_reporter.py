@@ -387,3 +387,13 @@ def test_other_events_write_nothing() -> None:
     rep.flagged(ClientFlagged(1, "a", "throttled", "x"))
     rep.close()
     assert api.calls == []
+
+
+def test_epsilon_is_shown_with_four_decimals_rounded_up() -> None:
+    from fedwarden.aggregator.kubernetes import displayed_epsilon
+
+    assert displayed_epsilon(9.999614684952508) == 9.9997
+    assert displayed_epsilon(0.5) == 0.5
+    assert displayed_epsilon(0.1234) == 0.1234  # float noise in 0.1234 * 1e4 is absorbed
+    assert displayed_epsilon(0.12340001) == 0.1235
+    assert displayed_epsilon(1.0) == 1.0
