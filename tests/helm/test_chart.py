@@ -23,6 +23,7 @@ import yaml
 
 from fedwarden.testing.controlplane import ControlPlane
 from fedwarden.testing.podrunner import PodRunner
+from fedwarden.testing.waiting import wait_for
 
 Helm = Callable[..., subprocess.CompletedProcess[str]]
 
@@ -320,14 +321,7 @@ def test_rendered_manifests_pass_server_dry_run(
 
 
 def _wait_for(check: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.5)
+    return wait_for(check, timeout, what, interval=0.5)
 
 
 def _adopt_crds(cp: ControlPlane, release: str, namespace: str) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -13,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from fedwarden.testing import waiting
 from fedwarden.testing.controlplane import ControlPlane
 
 REPO = Path(__file__).resolve().parents[2]
@@ -20,14 +20,7 @@ GROUP_PATH = "/apis/fedwarden.io/v1alpha1"
 
 
 def wait_for(check: Callable[[], Any], timeout: float = 120.0, what: str = "") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what or check}")
-        time.sleep(0.25)
+    return waiting.wait_for(check, timeout, what, interval=0.25)
 
 
 def install_crds(cp: ControlPlane) -> None:

@@ -11,7 +11,6 @@ import tempfile
 import textwrap
 import time
 import urllib.request
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,20 +20,10 @@ from fedwarden.testing import controlplane
 from fedwarden.testing.controlplane import ControlPlane
 from fedwarden.testing.kubeapi import ApiError, KubeApi
 from fedwarden.testing.podrunner import PodRunner, expand, rewrite_paths
+from fedwarden.testing.waiting import wait_for
 
 IMAGE = "fedwarden/test:dev"
 REPO = Path(__file__).resolve().parents[2]
-
-
-def wait_for(check: Callable[[], Any], timeout: float = 60.0, what: str = "") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what or check}")
-        time.sleep(0.1)
 
 
 def apply(cp: ControlPlane, manifest: dict[str, Any], namespace: str | None = None) -> None:
