@@ -20,15 +20,17 @@ from fedwarden.pki.rotation import renewal_time
 from fedwarden.resources import client as client_resources
 from fedwarden.resources import names
 from fedwarden.resources.names import Owner
-from fedwarden.resources.status import ConditionValue, client_phase, merge_conditions, now_rfc3339
+from fedwarden.resources.status import (
+    ConditionValue,
+    client_phase,
+    merge_conditions,
+    now_rfc3339,
+    rfc3339,
+)
 
 log = logging.getLogger("fedwarden.controller")
 
 KIND = "FLClient"
-
-
-def _rfc3339(value: dt.datetime) -> str:
-    return value.astimezone(dt.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
 
 def reconcile_client(
@@ -132,8 +134,8 @@ def reconcile_client(
         "Enrolled",
         certificateSerial=f"{cert.serial_number:x}",
         certificateSecret=names.client_tls_secret_name(owner.name),
-        notAfter=_rfc3339(cert.not_valid_after_utc),
-        renewalTime=_rfc3339(renewal_time(cert, renew_before)),
+        notAfter=rfc3339(cert.not_valid_after_utc),
+        renewalTime=rfc3339(renewal_time(cert, renew_before)),
     )
 
 

@@ -15,8 +15,13 @@ from typing import Any
 from fedwarden.api.training import FederatedTrainingSpec
 
 
+def rfc3339(value: dt.datetime) -> str:
+    """A time as Kubernetes writes it: UTC, whole seconds, ``Z``."""
+    return value.astimezone(dt.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
+
 def now_rfc3339() -> str:
-    return dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+    return rfc3339(dt.datetime.now(dt.UTC))
 
 
 @dataclass(frozen=True)
