@@ -19,7 +19,12 @@ import pytest
 from fedwarden.testing import controlplane
 from fedwarden.testing.controlplane import ControlPlane
 from fedwarden.testing.kubeapi import ApiError, KubeApi
-from fedwarden.testing.podrunner import PodRunner, expand, rewrite_paths
+from fedwarden.testing.podrunner import (
+    PodRunner,
+    expand,
+    rewrite_listen_addresses,
+    rewrite_paths,
+)
 from fedwarden.testing.waiting import wait_for
 
 IMAGE = "fedwarden/test:dev"
@@ -57,6 +62,38 @@ def test_expand_and_rewrite_paths() -> None:
     assert rewrite_paths("--tls=/etc/tls/ca.crt", mounts) == "--tls=/tmp/v/tls/ca.crt"
     assert rewrite_paths("/data", mounts) == "/tmp/v/data"
     assert rewrite_paths("/database /x/data", mounts) == "/database /x/data"
+
+
+def test_rewrite_listen_addresses() -> None:
+    listen = {8080: "127.0.0.1:40001", 9090: "127.0.0.1:40002"}
+
+    def rw(value: str) -> str:
+        return rewrite_listen_addresses(value, listen)
+
+    # bare host:port and :port where an argument or a value starts
+    assert rw("0.0.0.0:8080") == "127.0.0.1:40001"
+    assert rw("--listen=[::]:8080") == "--listen=127.0.0.1:40001"
+    assert rw(":9090") == "127.0.0.1:40002"
+    assert rw("a=:8080,b=0.0.0.0:9090") == "a=127.0.0.1:40001,b=127.0.0.1:40002"
+    # the wildcard host of a URL, any scheme, with or without a path
+    assert (
+        rw("--liveness=http://0.0.0.0:8080/healthz") == "--liveness=http://127.0.0.1:40001/healthz"
+    )
+    assert rw("http://[::]:8080") == "http://127.0.0.1:40001"
+    assert rw("https://0.0.0.0:9090/metrics?x=1") == "https://127.0.0.1:40002/metrics?x=1"
+    # left alone: other hosts (clients of something else), other ports, longer port numbers
+    for same in (
+        "http://localhost:8080/healthz",
+        "http://10.0.0.1:8080/",
+        "http://example.org:8080/",
+        "http://0.0.0.0:8081/healthz",
+        "0.0.0.0:80800",
+        "--other=0.0.0.0:7070",
+        "host:8080",
+        "http://:8080/",
+    ):
+        assert rw(same) == same
+    assert rewrite_listen_addresses("0.0.0.0:8080", {}) == "0.0.0.0:8080"
 
 
 def test_children_die_with_the_test_process() -> None:
@@ -534,7 +571,13 @@ def test_service_addresses_stay_on_loopback(
                     "name": "web",
                     "image": IMAGE,
                     "command": ["python", "-c", SERVER_SCRIPT],
-                    "args": ["--listen", "0.0.0.0:8080", "--metrics=:8080", "--other=0.0.0.0:9090"],
+                    "args": [
+                        "--listen",
+                        "0.0.0.0:8080",
+                        "--metrics=:8080",
+                        "--other=0.0.0.0:9090",
+                        "--url=http://0.0.0.0:8080/healthz",
+                    ],
                     "ports": [{"containerPort": 8080}],
                 }
             ]
@@ -559,7 +602,7 @@ def test_service_addresses_stay_on_loopback(
     argv = [line for line in pod_runner.logs(ns, "web").splitlines() if line.startswith("argv")]
     assert argv[-1] == (
         f"argv ['--listen', '127.0.0.1:{port}', '--metrics=127.0.0.1:{port}', "
-        "'--other=0.0.0.0:9090']"
+        f"'--other=0.0.0.0:9090', '--url=http://127.0.0.1:{port}/healthz']"
     )
     client = {
         "apiVersion": "v1",

@@ -78,7 +78,10 @@ Test traffic stays on 127.0.0.1; nothing connects to a ClusterIP or a pod IP.
   ``FEDWARDEN_BIND_ADDRESS_<PORT_NAME>`` for each named port (name upper-cased, ``-`` → ``_``).
   It must listen there instead of on its ``containerPort``; also, in its args and env values
   ``0.0.0.0:<targetPort>``, ``[::]:<targetPort>`` and a bare ``:<targetPort>`` are rewritten to
-  ``127.0.0.1:<allocated>`` (so ``--listen 0.0.0.0:8443`` in a manifest just works). One
+  ``127.0.0.1:<allocated>`` (so ``--listen 0.0.0.0:8443`` in a manifest just works), and so
+  are ``0.0.0.0:<targetPort>`` and ``[::]:<targetPort>`` as the host of a URL
+  (``--liveness=http://0.0.0.0:8080/healthz`` becomes ``http://127.0.0.1:<allocated>/healthz``;
+  a URL with another host, such as ``http://localhost:8080``, is left alone). One
   backing Pod per Service: a second one gets the same address and cannot bind while the first
   runs (a replacement Pod can bind once its predecessor's process is gone).
 * Endpoints/EndpointSlices are whatever the controller manager makes of ``podIP 127.0.0.1``;
@@ -115,7 +118,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -177,6 +180,28 @@ def rewrite_paths(value: str, mounts: dict[str, str]) -> str:
     pattern = re.compile(r"(?<![\w./-])(" + alternatives + r")(?=$|[/\s:;,'\"=)\]}])")
     by_path = {p.rstrip("/"): d for p, d in mounts.items()}
     return pattern.sub(lambda m: by_path[m.group(1)], value)
+
+
+_WILDCARD = r"(?:0\.0\.0\.0|\[::\])"
+
+
+def rewrite_listen_addresses(value: str, listen: Mapping[int, str]) -> str:
+    """Replaces a server's listen address on one of ``listen``'s ports by its allocated address.
+
+    ``listen`` maps a target port to ``127.0.0.1:<allocated>``. Rewritten: ``0.0.0.0:<port>``,
+    ``[::]:<port>`` and a bare ``:<port>`` where an argument or a value starts (at the start,
+    or after whitespace, ``=``, ``,``, ``;`` or a quote), and ``0.0.0.0:<port>`` or
+    ``[::]:<port>`` as the host of a URL (``http://0.0.0.0:8080/healthz``). Any other host, or
+    another port, is left alone.
+    """
+    if not listen:
+        return value
+    ports = "|".join(str(p) for p in sorted(listen, reverse=True))
+    pattern = re.compile(
+        r"(?:(?:^|(?<=[\s=,;'\"]))" + _WILDCARD + r"?|(?<=://)" + _WILDCARD + r"):"
+        r"(" + ports + r")(?!\d)"
+    )
+    return pattern.sub(lambda m: listen[int(m.group(1))], value)
 
 
 @dataclass
@@ -1201,12 +1226,6 @@ class PodRunner:
                     else:
                         continue
                 listen[int(target)] = addr
-        listen_form = None
-        if listen:
-            alt = "|".join(str(p) for p in listen)
-            listen_form = re.compile(
-                r"(?:(?<=^)|(?<=[\s=,;'\"]))(?:0\.0\.0\.0|\[::\])?:(" + alt + r")(?!\d)"
-            )
 
         def rewrite(value: str) -> str:
             value = long_form.sub(
@@ -1218,8 +1237,6 @@ class PodRunner:
                     lambda m: f"127.0.0.1:{self._allocate(namespace, m.group(1), int(m.group(2)))}",
                     value,
                 )
-            if listen_form is not None:
-                value = listen_form.sub(lambda m: listen[int(m.group(1))], value)
-            return value
+            return rewrite_listen_addresses(value, listen)
 
         return rewrite
