@@ -1,5 +1,5 @@
-"""What every subcommand shares: the console, ``--json`` output and turning user mistakes into
-clean errors (a message and a non-zero exit, never a traceback)."""
+"""What every subcommand shares: the console, ``--json`` output, ``KEY=VALUE`` options and
+turning user mistakes into clean errors (a message and a non-zero exit, never a traceback)."""
 
 from __future__ import annotations
 
@@ -22,6 +22,37 @@ stdout_console = Console()
 json_option: Callable[[F], F] = click.option(
     "--json", "as_json", is_flag=True, help="Print the result as one JSON object on stdout."
 )
+
+
+def key_values(
+    ctx: click.Context, param: click.Parameter, values: tuple[str, ...]
+) -> dict[str, Any]:
+    """Callback of a repeatable ``KEY=VALUE`` option: ``("beta=0.2", "preaggregation=nnm")`` ->
+    ``{"beta": 0.2, "preaggregation": "nnm"}``; dashes in keys become underscores."""
+    out: dict[str, Any] = {}
+    for item in values:
+        key, sep, raw = item.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or not key or not raw.strip():
+            raise click.BadParameter(f"{item!r} is not KEY=VALUE (for example beta=0.2)")
+        out[key] = _parse_value(raw.strip())
+    return out
+
+
+def _parse_value(raw: str) -> Any:
+    lowered = raw.lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    if lowered in ("none", "null"):
+        return None
+    try:
+        return int(raw)
+    except ValueError:
+        pass
+    try:
+        return float(raw)
+    except ValueError:
+        return raw
 
 
 def emit_json(payload: Any) -> None:

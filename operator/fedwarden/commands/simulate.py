@@ -6,7 +6,6 @@ The logic lives in :mod:`fedwarden.sim`; this module turns options into a
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from typing import Any
 
@@ -14,42 +13,17 @@ import click
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from fedwarden.commands._common import console, emit_json, json_option, user_errors
+from fedwarden.commands._common import console, emit_json, json_option, key_values, user_errors
+from fedwarden.commands._pipeline_options import (
+    effective_sampling,
+    pipeline_config,
+    pipeline_options,
+)
 from fedwarden.sim.attacks import ATTACKS
 from fedwarden.sim.datasets import DATASETS
 from fedwarden.sim.freeriders import FREE_RIDERS
 from fedwarden.sim.models import MODELS
 from fedwarden.sim.partition import PARTITIONS
-
-
-def _key_values(
-    ctx: click.Context, param: click.Parameter, values: tuple[str, ...]
-) -> dict[str, Any]:
-    """``("beta=0.2", "preaggregation=nnm")`` -> ``{"beta": 0.2, "preaggregation": "nnm"}``."""
-    out: dict[str, Any] = {}
-    for item in values:
-        key, sep, raw = item.partition("=")
-        key = key.strip().replace("-", "_")
-        if not sep or not key or not raw.strip():
-            raise click.BadParameter(f"{item!r} is not KEY=VALUE (for example beta=0.2)")
-        out[key] = _parse_value(raw.strip())
-    return out
-
-
-def _parse_value(raw: str) -> Any:
-    lowered = raw.lower()
-    if lowered in ("true", "false"):
-        return lowered == "true"
-    if lowered in ("none", "null"):
-        return None
-    try:
-        return int(raw)
-    except ValueError:
-        pass
-    try:
-        return float(raw)
-    except ValueError:
-        return raw
 
 
 def _choice(values: tuple[str, ...]) -> click.Choice[str]:
@@ -110,7 +84,7 @@ def _choice(values: tuple[str, ...]) -> click.Choice[str]:
     "--attack-param",
     "attack_params",
     multiple=True,
-    callback=_key_values,
+    callback=key_values,
     metavar="KEY=VALUE",
     help="Attack parameter, repeatable: sign-flip scale, gaussian sigma, ipm eps, "
     "alie z, sybil lam, backdoor target/trigger_size/poison_fraction/boost.",
@@ -188,93 +162,7 @@ def _choice(values: tuple[str, ...]) -> click.Choice[str]:
     show_default=True,
     help="Local SGD mini-batch size.",
 )
-@click.option(
-    "--defence",
-    type=_choice(("recommended", "none")),
-    default="recommended",
-    show_default=True,
-    help="Starting point of the pipeline: fedwarden's recommended defences, or none "
-    "(plain FedAvg, no validation, clipping or free-rider tests). The options below "
-    "override parts of it.",
-)
-@click.option(
-    "--aggregator",
-    default=None,
-    metavar="NAME",
-    help="fedavg, krum, multi-krum, median, trimmed-mean, bulyan, geometric-median "
-    "or centered-clip [default: the --defence's].",
-)
-@click.option(
-    "--agg-param",
-    "agg_params",
-    multiple=True,
-    callback=_key_values,
-    metavar="KEY=VALUE",
-    help="Aggregator parameter, repeatable: f, beta, m, tau, preaggregation=nnm|bucketing.",
-)
-@click.option(
-    "--clipping",
-    type=_choice(("fixed", "adaptive", "none")),
-    default=None,
-    help="Clipping of updates [default: the --defence's].",
-)
-@click.option(
-    "--clip-norm",
-    type=click.FloatRange(min=0, min_open=True),
-    default=None,
-    help="Clipping norm C (initial C when adaptive).",
-)
-@click.option(
-    "--clip-quantile",
-    type=click.FloatRange(0, 1, min_open=True, max_open=True),
-    default=None,
-    help="Target quantile of adaptive clipping.",
-)
-@click.option(
-    "--free-rider-detection/--no-free-rider-detection",
-    default=None,
-    help="Turn the free-rider tests on or off [default: the --defence's].",
-)
-@click.option(
-    "--strikes-to-ban",
-    type=click.IntRange(min=1),
-    default=None,
-    help="Refused rounds that ban a client [default: the --defence's].",
-)
-@click.option(
-    "--dp",
-    type=_choice(("none", "central", "local")),
-    default="none",
-    show_default=True,
-    help="Differential privacy mode.",
-)
-@click.option(
-    "--target-epsilon",
-    type=click.FloatRange(min=0, min_open=True),
-    default=None,
-    help="Privacy budget ε; the noise is calibrated to spend it over --rounds and "
-    "training stops if a round would exceed it.",
-)
-@click.option(
-    "--delta",
-    type=click.FloatRange(0, 1, min_open=True, max_open=True),
-    default=1e-5,
-    show_default=True,
-    help="δ of the (ε, δ) guarantee.",
-)
-@click.option(
-    "--noise-multiplier",
-    type=click.FloatRange(min=0, min_open=True),
-    default=None,
-    help="Noise multiplier σ (instead of calibrating it from --target-epsilon).",
-)
-@click.option(
-    "--accountant",
-    type=_choice(("pld", "rdp")),
-    default="pld",
-    show_default=True,
-    help="Privacy accountant.",
-)
+@pipeline_options
 @click.option(
     "--seed",
     type=int,
@@ -336,57 +224,14 @@ def simulate(**options: Any) -> None:
 
 
 def _build_config(options: dict[str, Any]) -> Any:
-    from fedwarden.pipeline.round import PipelineConfig, PrivacyConfig
     from fedwarden.sim.runner import SimulationConfig
 
-    privacy = None
-    if options["dp"] != "none":
-        privacy = PrivacyConfig(
-            mode=options["dp"],
-            noise_multiplier=options["noise_multiplier"],
-            target_epsilon=options["target_epsilon"],
-            delta=options["delta"],
-            accountant=options["accountant"],
-            rounds=options["rounds"],
-            sample_rate=_sample_rate(options),
-            sampling=options["sampling"] or "poisson",
-        )
-    elif options["target_epsilon"] is not None or options["noise_multiplier"] is not None:
-        raise ValueError("--target-epsilon and --noise-multiplier need --dp central or --dp local")
-    # the recommendation depends on the privacy mode (DP-FedAvg with central DP)
-    base = (
-        PipelineConfig.recommended(privacy)
-        if options["defence"] == "recommended"
-        else PipelineConfig.plain_fedavg()
+    pipeline = pipeline_config(
+        options,
+        rounds=options["rounds"],
+        sample_rate=_sample_rate(options),
+        sampling=effective_sampling(options),
     )
-    changes: dict[str, Any] = {}
-    aggregator = options["aggregator"]
-    if aggregator is not None or options["agg_params"]:
-        name = aggregator if aggregator is not None else base.aggregator
-        params = dict(base.aggregator_params) if name == base.aggregator else {}
-        params.update(options["agg_params"])
-        changes["aggregator"] = name
-        changes["aggregator_params"] = params
-    clipping_changes = {
-        key: value
-        for key, value in (
-            ("mode", options["clipping"]),
-            ("clip_norm", options["clip_norm"]),
-            ("target_quantile", options["clip_quantile"]),
-        )
-        if value is not None
-    }
-    if clipping_changes:
-        changes["clipping"] = dataclasses.replace(base.clipping, **clipping_changes)
-    if options["free_rider_detection"] is not None:
-        changes["free_riders"] = dataclasses.replace(
-            base.free_riders, enabled=options["free_rider_detection"]
-        )
-    if options["strikes_to_ban"] is not None:
-        changes["strikes_to_ban"] = options["strikes_to_ban"]
-    if privacy is not None:
-        changes["privacy"] = privacy
-    pipeline = dataclasses.replace(base, **changes) if changes else base
     return SimulationConfig(
         dataset=options["dataset"],
         dataset_size=options["dataset_size"],
