@@ -57,6 +57,7 @@ from fedwarden.aggregator.reporting import (
     TrainingFinished,
     TrainingStarted,
 )
+from fedwarden.k8s.credentials import SERVICE_ACCOUNT_DIR, NoServiceAccount, ServiceAccount
 
 log = logging.getLogger("fedwarden.aggregator.kubernetes")
 
@@ -65,7 +66,6 @@ VERSION = "v1alpha1"
 API_VERSION = f"{GROUP}/{VERSION}"
 FIELD_MANAGER = "fedwarden-aggregator"
 APPLY_PATCH = "application/apply-patch+yaml"
-SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 TRAININGS = "federatedtrainings"
 CLIENTS = "flclients"
 
@@ -343,8 +343,9 @@ class KubernetesStatusApi:
 
     Credentials: the pod's service account by default (``token`` and ``ca.crt`` in
     ``service_account_dir``, the API server from ``KUBERNETES_SERVICE_HOST`` and ``_PORT``; the
-    token is read again as the kubelet rotates it), or a kubeconfig file, or a ready
-    ``kubernetes.client.Configuration`` (e.g. a bearer token and the API server's CA).
+    token is read again as the kubelet rotates it; :mod:`fedwarden.k8s.credentials`), or a
+    kubeconfig file, or a ready ``kubernetes.client.Configuration`` (e.g. a bearer token and the
+    API server's CA).
     """
 
     def __init__(
@@ -360,29 +361,22 @@ class KubernetesStatusApi:
         from kubernetes import config as _config
 
         config: Any = _config  # untyped functions
-        if configuration is None:
+        if configuration is None and kubeconfig is not None:
             configuration = client.Configuration()
-            if kubeconfig is not None:
-                try:
-                    config.load_kube_config(
-                        config_file=str(kubeconfig), client_configuration=configuration
-                    )
-                except config.ConfigException as exc:
-                    raise ValueError(f"{kubeconfig}: {exc}") from exc
-            else:
-                directory = Path(service_account_dir)
-                loader = config.incluster_config.InClusterConfigLoader(
-                    token_filename=str(directory / "token"),
-                    cert_filename=str(directory / "ca.crt"),
-                    try_refresh_token=True,
+            try:
+                config.load_kube_config(
+                    config_file=str(kubeconfig), client_configuration=configuration
                 )
-                try:
-                    loader.load_and_set(configuration)
-                except config.ConfigException as exc:
-                    raise ValueError(
-                        f"no in-cluster credentials in {directory} ({exc}); outside a cluster "
-                        "give a kubeconfig"
-                    ) from exc
+            except config.ConfigException as exc:
+                raise ValueError(f"{kubeconfig}: {exc}") from exc
+        elif configuration is None:
+            try:
+                configuration = ServiceAccount.read(service_account_dir).configuration()
+            except NoServiceAccount as exc:
+                raise ValueError(
+                    f"no in-cluster credentials in {service_account_dir} ({exc}); outside a "
+                    "cluster give a kubeconfig"
+                ) from exc
         configuration.retries = 0  # the reporter retries itself, with backoff
         self.namespace = namespace
         self.request_timeout = request_timeout

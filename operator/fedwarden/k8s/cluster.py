@@ -16,6 +16,7 @@ import logging
 import threading
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 from kubernetes import client as k8s_client
@@ -25,21 +26,23 @@ from kubernetes.dynamic import DynamicClient
 from kubernetes.dynamic.exceptions import NotFoundError
 
 from fedwarden.api.common import API_VERSION
+from fedwarden.k8s.credentials import SERVICE_ACCOUNT_DIR, ServiceAccount
 
 log = logging.getLogger("fedwarden.k8s")
 
 OPERATOR_FIELD_MANAGER = "fedwarden-operator"
 
 
-def connect(kubeconfig: str | None = None) -> Cluster:
-    """In-cluster credentials when running in a pod, else ``kubeconfig`` (or ``$KUBECONFIG``)."""
-    configuration = k8s_client.Configuration()
-    if kubeconfig is None:
-        try:
-            k8s_config.load_incluster_config(client_configuration=configuration)
-        except k8s_config.ConfigException:
-            k8s_config.load_kube_config(client_configuration=configuration)
+def connect(
+    kubeconfig: str | None = None, service_account_dir: Path | str = SERVICE_ACCOUNT_DIR
+) -> Cluster:
+    """``kubeconfig`` when given; else the service account in ``service_account_dir`` when it
+    holds a token (in a pod; see :mod:`fedwarden.k8s.credentials`); else the default kubeconfig
+    (``~/.kube/config``)."""
+    if kubeconfig is None and ServiceAccount.present(service_account_dir):
+        configuration = ServiceAccount.read(service_account_dir).configuration()
     else:
+        configuration = k8s_client.Configuration()
         k8s_config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
     return Cluster(k8s_client.ApiClient(configuration))
 
