@@ -17,30 +17,15 @@ from typing import Any
 import click
 
 from fedwarden.commands._common import console, emit_json, json_option
+from fedwarden.commands._pipeline_options import (
+    effective_sampling,
+    pipeline_config,
+    pipeline_options,
+)
 
 EXIT_COMPLETED = 0
 EXIT_FAILED = 1
 EXIT_STOPPED = 3
-
-
-def _key_values(
-    ctx: click.Context, param: click.Parameter, values: tuple[str, ...]
-) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for item in values:
-        key, sep, raw = item.partition("=")
-        key = key.strip().replace("-", "_")
-        if not sep or not key or not raw.strip():
-            raise click.BadParameter(f"{item!r} is not KEY=VALUE (for example beta=0.2)")
-        value: Any = raw.strip()
-        for convert in (int, float):
-            try:
-                value = convert(value)
-                break
-            except ValueError:
-                continue
-        out[key] = value
-    return out
 
 
 def _address(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
@@ -234,59 +219,7 @@ _DIR = click.Path(file_okay=False, path_type=Path)
     show_default=True,
     help="Seed of the task's train/test split (shared by the training's clients).",
 )
-@click.option(
-    "--defence",
-    type=click.Choice(("recommended", "none")),
-    default="recommended",
-    show_default=True,
-    help="Starting point of the pipeline; the options below override parts of it.",
-)
-@click.option("--aggregator", default=None, metavar="NAME", help="Robust aggregator.")
-@click.option(
-    "--agg-param",
-    "agg_params",
-    multiple=True,
-    callback=_key_values,
-    metavar="KEY=VALUE",
-    help="Aggregator parameter, repeatable (f, beta, m, tau, preaggregation).",
-)
-@click.option(
-    "--clipping", type=click.Choice(("fixed", "adaptive", "none")), default=None, help="Clipping."
-)
-@click.option(
-    "--clip-norm", type=click.FloatRange(min=0, min_open=True), default=None, help="Clip norm C."
-)
-@click.option(
-    "--free-rider-detection/--no-free-rider-detection", default=None, help="Free-rider tests."
-)
-@click.option(
-    "--strikes-to-ban", type=click.IntRange(min=1), default=None, help="Strikes that ban."
-)
-@click.option(
-    "--dp",
-    type=click.Choice(("none", "central", "local")),
-    default="none",
-    show_default=True,
-    help="Differential privacy mode (local: clients clip and noise; the aggregator announces "
-    "C and σ and accounts).",
-)
-@click.option(
-    "--noise-multiplier", type=click.FloatRange(min=0, min_open=True), default=None, help="σ."
-)
-@click.option(
-    "--target-epsilon",
-    type=click.FloatRange(min=0, min_open=True),
-    default=None,
-    help="Privacy budget; training stops before a round would exceed it.",
-)
-@click.option(
-    "--delta",
-    type=click.FloatRange(0, 1, min_open=True, max_open=True),
-    default=1e-5,
-    show_default=True,
-    help="δ.",
-)
-@click.option("--accountant", type=click.Choice(("pld", "rdp")), default="pld", show_default=True)
+@pipeline_options
 @click.option(
     "--population",
     type=click.IntRange(min=1),
@@ -463,51 +396,6 @@ def _population(options: dict[str, Any]) -> int:
     return int(options["min_available"])
 
 
-def _pipeline_config(options: dict[str, Any], sampling: str) -> Any:
-    from fedwarden.pipeline.round import PipelineConfig, PrivacyConfig
-
-    base = (
-        PipelineConfig.recommended()
-        if options["defence"] == "recommended"
-        else PipelineConfig.plain_fedavg()
-    )
-    changes: dict[str, Any] = {}
-    if options["aggregator"] is not None or options["agg_params"]:
-        name = options["aggregator"] or base.aggregator
-        params = dict(base.aggregator_params) if name == base.aggregator else {}
-        params.update(options["agg_params"])
-        changes["aggregator"], changes["aggregator_params"] = name, params
-    clipping = {
-        k: v
-        for k, v in (("mode", options["clipping"]), ("clip_norm", options["clip_norm"]))
-        if v is not None
-    }
-    if clipping:
-        changes["clipping"] = dataclasses.replace(base.clipping, **clipping)
-    if options["free_rider_detection"] is not None:
-        changes["free_riders"] = dataclasses.replace(
-            base.free_riders, enabled=options["free_rider_detection"]
-        )
-    if options["strikes_to_ban"] is not None:
-        changes["strikes_to_ban"] = options["strikes_to_ban"]
-    if options["dp"] != "none":
-        changes["privacy"] = PrivacyConfig(
-            mode=options["dp"],
-            noise_multiplier=options["noise_multiplier"],
-            target_epsilon=options["target_epsilon"],
-            delta=options["delta"],
-            accountant=options["accountant"],
-            rounds=options["rounds"],
-            sample_rate=options["fraction"],
-            sampling="poisson",
-        )
-        if sampling != "poisson":
-            raise ValueError("--dp needs --sampling poisson (the accountant's sampling)")
-    elif options["target_epsilon"] is not None or options["noise_multiplier"] is not None:
-        raise ValueError("--target-epsilon and --noise-multiplier need --dp central or --dp local")
-    return dataclasses.replace(base, **changes) if changes else base
-
-
 def _tls(options: dict[str, Any]) -> Any:
     from fedwarden.aggregator import ServerTLS
 
@@ -539,14 +427,17 @@ def _build(options: dict[str, Any]) -> Any:
         LogOnlyRevoker,
         Reporter,
     )
-    from fedwarden.aggregator.config import Sampling
     from fedwarden.aggregator.reporting import make_reporter
     from fedwarden.client.tasks import BuiltinTask
     from fedwarden.pipeline.round import Pipeline
 
     tls = _tls(options)
-    sampling: Sampling = options["sampling"] or ("poisson" if options["dp"] != "none" else "fixed")
-    pipeline_config = _pipeline_config(options, sampling)
+    sampling = effective_sampling(options)
+    if options["dp"] != "none" and sampling != "poisson":
+        raise ValueError("--dp needs --sampling poisson (the accountant's sampling)")
+    settings = pipeline_config(
+        options, rounds=options["rounds"], sample_rate=options["fraction"], sampling=sampling
+    )
     if options["task"] is not None:
         task = BuiltinTask(options["task"], data_seed=options["data_seed"])
         initial = task.init_params(options["model_seed"])
@@ -562,7 +453,7 @@ def _build(options: dict[str, Any]) -> Any:
     else:
         raise click.UsageError("give --task (a built-in task) or --num-parameters")
     pipeline = Pipeline(
-        pipeline_config,
+        settings,
         dim=int(initial.size),
         population=_population(options),
         seed=options["noise_seed"],
@@ -570,9 +461,9 @@ def _build(options: dict[str, Any]) -> Any:
     announced: dict[str, Any] = {}
     if options["task"] is not None:
         announced.update(task=options["task"], data_seed=options["data_seed"])
-    if pipeline_config.privacy.mode == "local":
+    if settings.privacy.mode == "local":
         announced["local_dp"] = {
-            "clip_norm": pipeline_config.clipping.clip_norm,
+            "clip_norm": settings.clipping.clip_norm,
             "noise_multiplier": pipeline.noise_multiplier,
         }
     max_update = (

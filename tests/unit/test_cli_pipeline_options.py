@@ -1,0 +1,191 @@
+"""The pipeline options (``--defence``, ``--aggregator``, ``--clipping``, ``--dp``...) are one
+set of flags for ``fedwarden simulate`` and ``fedwarden aggregator``: the same flags build the
+same :class:`PipelineConfig` in both commands, from the command line and, for the aggregator,
+from its ``--config`` file (the operator's ConfigMap)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Literal
+
+import click
+import pytest
+
+from fedwarden.commands import aggregator as aggregator_command
+from fedwarden.commands import simulate as simulate_command
+from fedwarden.pipeline.round import ClippingConfig, FreeRiderConfig, PipelineConfig, PrivacyConfig
+
+ROUNDS = 4
+SAMPLE_RATE = 0.5
+# a simulation and a training that both sample each of 10 clients with probability 1/2
+SIMULATION = ["--rounds", str(ROUNDS), "--clients", "10", "--clients-per-round", "5"]
+TRAINING = ["--rounds", str(ROUNDS), "--fraction", str(SAMPLE_RATE), "--population", "10",
+            "--num-parameters", "8", "--quiet"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def pki_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from fedwarden.pki import TrainingPKI, TrainingRef
+
+    pki = TrainingPKI.init(tmp_path_factory.mktemp("pki") / "ca", TrainingRef("team-a", "mnist"))
+    pki.issue_server(["localhost"], ["127.0.0.1"], keep_key=True)
+    return pki.dir.root
+
+
+def simulated(flags: list[str]) -> PipelineConfig:
+    """The pipeline ``fedwarden simulate`` runs with these flags."""
+    options = simulate_command.simulate.make_context("simulate", [*SIMULATION, *flags]).params
+    pipeline: PipelineConfig = simulate_command._build_config(options).pipeline
+    return pipeline
+
+
+def trained(flags: list[str], pki_dir: Path) -> PipelineConfig:
+    """The pipeline of the aggregator ``fedwarden aggregator`` builds with these flags."""
+    args = [*TRAINING, "--pki-dir", str(pki_dir), *flags]
+    options = aggregator_command.aggregator.make_context("aggregator", args).params
+    pipeline: PipelineConfig = aggregator_command._build(options).pipeline.config
+    return pipeline
+
+
+def dp(
+    mode: Literal["central", "local"] = "central",
+    *,
+    noise_multiplier: float | None = None,
+    target_epsilon: float | None = None,
+    delta: float = 1e-5,
+    accountant: str = "pld",
+) -> PrivacyConfig:
+    """The privacy configuration both commands should build for the run above."""
+    return PrivacyConfig(
+        mode=mode,
+        noise_multiplier=noise_multiplier,
+        target_epsilon=target_epsilon,
+        delta=delta,
+        accountant=accountant,
+        rounds=ROUNDS,
+        sample_rate=SAMPLE_RATE,
+        sampling="poisson",
+    )
+
+
+RECOMMENDED = PipelineConfig.recommended()
+DP_FEDAVG = PipelineConfig.recommended(dp(noise_multiplier=1.0))
+PLAIN = PipelineConfig.plain_fedavg()
+
+CASES = {
+    "recommended": ([], RECOMMENDED),
+    "central DP: the DP-FedAvg recommendation": (
+        ["--dp", "central", "--noise-multiplier", "1.0"],
+        DP_FEDAVG,
+    ),
+    "central DP calibrated for ε over the run's rounds and sample rate": (
+        ["--dp", "central", "--target-epsilon", "2", "--delta", "1e-6", "--accountant", "rdp"],
+        PipelineConfig.recommended(dp(target_epsilon=2.0, delta=1e-6, accountant="rdp")),
+    ),
+    "local DP keeps the robust recommendation": (
+        ["--dp", "local", "--noise-multiplier", "0.5"],
+        dataclasses.replace(RECOMMENDED, privacy=dp("local", noise_multiplier=0.5)),
+    ),
+    "another aggregator starts from no parameters": (
+        ["--aggregator", "trimmed-mean", "--agg-param", "beta=0.1"],
+        dataclasses.replace(
+            RECOMMENDED, aggregator="trimmed-mean", aggregator_params={"beta": 0.1}
+        ),
+    ),
+    "parameters alone merge over the defence's": (
+        ["--agg-param", "tau=0.5"],
+        dataclasses.replace(RECOMMENDED, aggregator_params={"tau": 0.5}),
+    ),
+    "the defence's own aggregator keeps its parameters": (
+        ["--aggregator", "centered-clip"],
+        RECOMMENDED,
+    ),
+    "an aggregator under central DP leaves the rest of DP-FedAvg": (
+        ["--dp", "central", "--noise-multiplier", "1.0", "--aggregator", "median"],
+        dataclasses.replace(DP_FEDAVG, aggregator="median", aggregator_params={}),
+    ),
+    "clipping overrides replace only their fields": (
+        ["--clip-norm", "2", "--clip-quantile", "0.8"],
+        dataclasses.replace(
+            RECOMMENDED,
+            clipping=ClippingConfig(mode="adaptive", clip_norm=2.0, target_quantile=0.8),
+        ),
+    ),
+    "free-rider tests and strikes": (
+        ["--no-free-rider-detection", "--strikes-to-ban", "5"],
+        dataclasses.replace(
+            RECOMMENDED, free_riders=FreeRiderConfig(enabled=False), strikes_to_ban=5
+        ),
+    ),
+    "no defence": (["--defence", "none"], PLAIN),
+    "no defence, fixed clipping and central DP": (
+        ["--defence", "none", "--clipping", "fixed", "--dp", "central", "--noise-multiplier", "1"],
+        dataclasses.replace(
+            PLAIN,
+            clipping=dataclasses.replace(PLAIN.clipping, mode="fixed"),
+            privacy=dp(noise_multiplier=1.0),
+        ),
+    ),
+}
+
+
+@pytest.mark.parametrize(("flags", "expected"), CASES.values(), ids=CASES.keys())
+def test_the_same_flags_build_the_same_pipeline_in_both_commands(
+    flags: list[str], expected: PipelineConfig, pki_dir: Path
+) -> None:
+    assert simulated(flags) == expected
+    assert trained(flags, pki_dir) == expected
+
+
+def test_the_config_file_builds_the_pipeline_its_flags_do(tmp_path: Path, pki_dir: Path) -> None:
+    config = tmp_path / "aggregator.json"
+    config.write_text(
+        json.dumps(
+            {
+                "dp": "central",
+                "noise_multiplier": 1.0,
+                "aggregator": "median",
+                "clip_quantile": 0.8,
+                "agg_params": {"preaggregation": "nnm"},
+            }
+        )
+    )
+    flags = ["--dp", "central", "--noise-multiplier", "1.0", "--aggregator", "median",
+             "--clip-quantile", "0.8", "--agg-param", "preaggregation=nnm"]  # fmt: skip
+    from_file = trained(["--config", str(config)], pki_dir)
+    assert from_file == trained(flags, pki_dir) == simulated(flags)
+    assert from_file.clipping.target_quantile == 0.8
+    assert from_file.aggregator_params == {"preaggregation": "nnm"}
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--target-epsilon", "1"], "need --dp central or --dp local"),
+        (["--noise-multiplier", "1"], "need --dp central or --dp local"),
+        (["--dp", "central"], "noise_multiplier or a target_epsilon"),
+    ],
+)
+def test_the_same_flags_are_refused_by_both_commands(
+    flags: list[str], message: str, pki_dir: Path
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        simulated(flags)
+    with pytest.raises(ValueError, match=message):
+        trained(flags, pki_dir)
+
+
+def test_an_aggregator_parameter_must_be_key_value(pki_dir: Path) -> None:
+    with pytest.raises(click.BadParameter, match="KEY=VALUE"):
+        simulated(["--agg-param", "beta"])
+    with pytest.raises(click.BadParameter, match="KEY=VALUE"):
+        trained(["--agg-param", "beta"], pki_dir)
+
+
+def test_only_the_aggregator_needs_poisson_sampling_for_dp(pki_dir: Path) -> None:
+    flags = ["--dp", "central", "--noise-multiplier", "1.0", "--sampling", "fixed"]
+    assert simulated(flags).privacy.sampling == "fixed"  # the simulation knows its population
+    with pytest.raises(ValueError, match="--dp needs --sampling poisson"):
+        trained(flags, pki_dir)
