@@ -295,8 +295,8 @@ class Operator:
         self.argv = [
             executable,
             "operator",
-            "--metrics-port",
-            str(self.metrics_port),
+            "--metrics-address",
+            f"127.0.0.1:{self.metrics_port}",
             "--liveness",
             f"http://127.0.0.1:{self.liveness_port}/healthz",
         ]

@@ -3,9 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
+from pathlib import Path
 
 import click
+
+
+def _address(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str, int] | None:
+    """``HOST:PORT`` (an IPv6 host in brackets) → ``(host, port)``; ``off`` → ``None``."""
+    if value == "off":
+        return None
+    host, sep, port = value.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise click.BadParameter(f"{value!r} is not HOST:PORT (e.g. 0.0.0.0:8081) or 'off'")
+    return host, int(port)
 
 
 @click.command()
@@ -22,11 +36,21 @@ import click
     help="kopf's liveness endpoint (the Deployment's probes).",
 )
 @click.option(
-    "--metrics-port",
-    type=click.IntRange(0, 65535),
-    default=8081,
+    "--metrics-address",
+    default="0.0.0.0:8081",
     show_default=True,
-    help="Serve Prometheus metrics on this port (0: off).",
+    callback=_address,
+    help="Serve Prometheus metrics at HOST:PORT ('off': no metrics server).",
+)
+@click.option(
+    "--service-account-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    # fedwarden.k8s.credentials.SERVICE_ACCOUNT_DIR (not imported here: it imports the
+    # kubernetes client, and every command's options are built at start-up)
+    default=Path("/var/run/secrets/kubernetes.io/serviceaccount"),
+    show_default=True,
+    help="Where the pod's service account token, ca.crt and namespace are (the operator's "
+    "credentials unless KUBECONFIG is set; without a token there, ~/.kube/config).",
 )
 @click.option(
     "--log-level",
@@ -34,12 +58,19 @@ import click
     default="info",
     show_default=True,
 )
-def operator(namespaces: tuple[str, ...], liveness: str, metrics_port: int, log_level: str) -> None:
+def operator(
+    namespaces: tuple[str, ...],
+    liveness: str,
+    metrics_address: tuple[str, int] | None,
+    service_account_dir: Path,
+    log_level: str,
+) -> None:
     """Run the fedwarden operator: reconcile FederatedTrainings and FLClients.
 
     Run ONE replica: kopf's peering (its leader election) is off, and two operators would
     both reconcile. Settings come from the environment: FEDWARDEN_RESYNC_SECONDS (default 60),
-    FEDWARDEN_TRUST_DOMAIN, KUBECONFIG (in-cluster credentials when unset).
+    FEDWARDEN_TRUST_DOMAIN, KUBECONFIG (the service account in --service-account-dir when
+    unset).
 
     \b
     Example:
@@ -49,11 +80,16 @@ def operator(namespaces: tuple[str, ...], liveness: str, metrics_port: int, log_
     import kopf
     from prometheus_client import start_http_server
 
-    import fedwarden.controller.handlers  # noqa: F401  (registers the handlers)
+    from fedwarden.controller import handlers  # registers the handlers
 
+    # the login handler and the API client read the settings when kopf starts
+    handlers.SETTINGS = dataclasses.replace(
+        handlers.SETTINGS, service_account_dir=service_account_dir
+    )
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(name)s %(message)s")
-    if metrics_port:
-        start_http_server(metrics_port)
+    if metrics_address is not None:
+        host, port = metrics_address
+        start_http_server(port, addr=host)
     asyncio.run(
         kopf.operator(
             clusterwide=not namespaces,

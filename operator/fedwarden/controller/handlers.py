@@ -17,6 +17,7 @@ from fedwarden.controller.clients import finalize_client, reconcile_client_and_t
 from fedwarden.controller.settings import OperatorSettings
 from fedwarden.controller.training import finalize_training, reconcile_training
 from fedwarden.k8s import Cluster, connect
+from fedwarden.k8s.credentials import ServiceAccount
 from fedwarden.resources.names import COMPONENT_LABEL, MANAGED_BY, TRAINING_LABEL
 
 SETTINGS = OperatorSettings.from_env()
@@ -31,7 +32,7 @@ def cluster() -> Cluster:
     global _cluster
     with _cluster_lock:
         if _cluster is None:
-            _cluster = connect(SETTINGS.kubeconfig)
+            _cluster = connect(SETTINGS.kubeconfig, SETTINGS.service_account_dir)
         return _cluster
 
 
@@ -50,12 +51,23 @@ def _client(body: dict[str, Any]) -> None:
 
 
 @kopf.on.login()
-def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
-    # kopf's own parsers read $KUBECONFIG when called (the kubernetes client's reads it once,
-    # at import), and a pod's service account first
-    info: kopf.ConnectionInfo | None = kopf.login_with_service_account(
-        **kwargs
-    ) or kopf.login_with_kubeconfig(**kwargs)
+def login(settings: kopf.OperatorSettings, **kwargs: Any) -> kopf.ConnectionInfo | None:
+    """The same credentials as :func:`cluster`'s: ``KUBECONFIG`` when set; else the service
+    account in ``SETTINGS.service_account_dir`` (kopf's own ``login_with_service_account``
+    reads only the fixed in-cluster path and assumes ``https://kubernetes.default.svc``); else
+    the default kubeconfig. kopf calls this again when the API server answers 401, so a
+    rotated token is read anew."""
+    if SETTINGS.kubeconfig is None and ServiceAccount.present(SETTINGS.service_account_dir):
+        account = ServiceAccount.read(SETTINGS.service_account_dir)
+        return kopf.ConnectionInfo(
+            server=account.server,
+            ca_path=str(account.ca_path),
+            token=account.token,
+            default_namespace=account.namespace,
+            trust_env=settings.networking.trust_env,
+        )
+    # kopf's own parser reads $KUBECONFIG (else ~/.kube/config) when called
+    info: kopf.ConnectionInfo | None = kopf.login_with_kubeconfig(settings=settings, **kwargs)
     return info
 
 

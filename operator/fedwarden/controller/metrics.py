@@ -1,4 +1,4 @@
-"""Prometheus metrics of the operator (served by ``fedwarden operator --metrics-port``)."""
+"""Prometheus metrics of the operator (served by ``fedwarden operator --metrics-address``)."""
 
 from __future__ import annotations
 

@@ -1,10 +1,15 @@
-"""The operator's settings (environment variables, so that kopf's command line and the Helm
-chart's Deployment set them the same way)."""
+"""The operator's settings: environment variables (so that kopf's command line and the Helm
+chart's Deployment set them the same way), and where the service account is mounted, which
+``fedwarden operator --service-account-dir`` sets (a path in the arguments, where the test pod
+runner rewrites mount paths)."""
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from pathlib import Path
+
+from fedwarden.k8s.credentials import SERVICE_ACCOUNT_DIR
 
 
 @dataclass(frozen=True)
@@ -18,7 +23,13 @@ class OperatorSettings:
     """SPIFFE trust domain of the identities in the certificates (``FEDWARDEN_TRUST_DOMAIN``)."""
 
     kubeconfig: str | None = None
-    """Credentials of the operator's own API client; in-cluster when unset (``KUBECONFIG``)."""
+    """The operator's credentials (kopf's and its own API client's) from this kubeconfig file;
+    when unset, the service account in ``service_account_dir`` (``KUBECONFIG``)."""
+
+    service_account_dir: Path = SERVICE_ACCOUNT_DIR
+    """Where the pod's service account token, ``ca.crt`` and ``namespace`` are; without a token
+    there (outside a pod), the default kubeconfig ``~/.kube/config``. Not from the
+    environment: ``fedwarden operator --service-account-dir`` sets it."""
 
     @classmethod
     def from_env(cls) -> OperatorSettings:
