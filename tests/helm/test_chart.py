@@ -8,11 +8,10 @@ helm comes from ``hack/helm.sh`` (built from its Go module and cached), ``$FEDWA
 
 from __future__ import annotations
 
-import base64
 import json
-import socket
 import subprocess
 import time
+import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -21,6 +20,7 @@ from typing import Any
 import pytest
 import yaml
 
+from fedwarden.commands.operator import operator as operator_command
 from fedwarden.testing.controlplane import ControlPlane
 from fedwarden.testing.podrunner import PodRunner
 from fedwarden.testing.waiting import wait_for
@@ -182,7 +182,13 @@ def test_template_defaults(helm: Helm) -> None:
     (container,) = pod["containers"]
     assert container["image"] == "ghcr.io/fedwarden/operator:0.1.0"
     assert container["command"] == ["fedwarden", "operator"]
-    assert "--liveness=http://0.0.0.0:8080/healthz" in container["args"]
+    assert container["args"][:3] == [
+        "--liveness=http://0.0.0.0:8080/healthz",
+        "--metrics-address=0.0.0.0:8081",
+        "--service-account-dir=/var/run/secrets/kubernetes.io/serviceaccount",
+    ]
+    # what the chart passes, `fedwarden operator` accepts (parsed, not run)
+    operator_command.make_context("operator", list(container["args"]))
     sc = container["securityContext"]
     assert sc["readOnlyRootFilesystem"] is True
     assert sc["allowPrivilegeEscalation"] is False
@@ -261,7 +267,9 @@ def test_template_with_every_option(helm: Helm, all_options: Path) -> None:
     assert "--namespace=team-a" in container["args"]
     assert "--namespace=team-b" in container["args"]
     assert "--liveness=http://0.0.0.0:18080/healthz" in container["args"]
+    assert "--metrics-address=0.0.0.0:18081" in container["args"]
     assert container["args"][-1] == "--log-level=warning"
+    operator_command.make_context("operator", list(container["args"]))
     env = {e["name"]: e.get("value") for e in container["env"]}
     assert env["FEDWARDEN_RESYNC_SECONDS"] == "30"
     assert env["FEDWARDEN_TRUST_DOMAIN"] == "fl.example.org"
@@ -340,40 +348,6 @@ def _adopt_crds(cp: ControlPlane, release: str, namespace: str) -> None:
             )
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _operator_kubeconfig(cp: ControlPlane, namespace: str, service_account: str) -> str:
-    """A kubeconfig with a token of the chart's ServiceAccount (so the operator runs with exactly
-    the chart's RBAC) and the test API server's address."""
-    token = cp.kubectl(
-        "create", "token", service_account, "-n", namespace, "--duration=2h"
-    ).stdout.strip()
-    admin = yaml.safe_load(Path(cp.kubeconfig).read_text())
-    cluster = admin["clusters"][0]["cluster"]
-    if "certificate-authority-data" not in cluster:
-        cluster = {
-            "server": cluster["server"],
-            "certificate-authority-data": base64.b64encode(
-                Path(cluster["certificate-authority"]).read_bytes()
-            ).decode(),
-        }
-    text: str = yaml.safe_dump(
-        {
-            "apiVersion": "v1",
-            "kind": "Config",
-            "clusters": [{"name": "test", "cluster": cluster}],
-            "users": [{"name": "operator", "user": {"token": token}}],
-            "contexts": [{"name": "test", "context": {"cluster": "test", "user": "operator"}}],
-            "current-context": "test",
-        }
-    )
-    return text
-
-
 def _status(cp: ControlPlane, path: str) -> dict[str, Any]:
     obj = cp.api().get_or_none(path) or {}
     status: dict[str, Any] = obj.get("status") or {}
@@ -403,32 +377,17 @@ def test_install_runs_a_training_then_upgrade_rolls_and_uninstall_keeps_crds(
     pod_runner: PodRunner,
     kube_namespace: str,
     release: str,
-    tmp_path: Path,
 ) -> None:
     cp, ns = control_plane, kube_namespace
     kubeconfig = Path(cp.kubeconfig)
     fullname = f"{release}-fedwarden"
-    # The pod runner runs the operator's pod as a process (its image's name contains
-    # `fedwarden`). Two things differ from a kubelet (docs/testing.md): kopf reads the service
-    # account token at the fixed in-cluster path, which a process does not have, so the operator
-    # gets a kubeconfig with a token of the chart's own ServiceAccount (same RBAC); and the
-    # health endpoint must listen on the loopback address the runner gives the Service's
-    # `health` port (the runner does not rewrite `0.0.0.0:<port>` inside a URL).
-    health = pod_runner.service_address(ns, fullname, 8080)
-    values = {
-        "operator": {
-            "resyncSeconds": 5,
-            "metricsPort": _free_port(),
-            "extraArgs": [f"--liveness=http://{health[0]}:{health[1]}/healthz"],
-            "extraEnv": [{"name": "KUBECONFIG", "value": "/etc/fedwarden/kubeconfig/config"}],
-        },
-        "extraVolumes": [{"name": "kubeconfig", "secret": {"secretName": f"{release}-kubeconfig"}}],
-        "extraVolumeMounts": [
-            {"name": "kubeconfig", "mountPath": "/etc/fedwarden/kubeconfig", "readOnly": True}
-        ],
-    }
-    values_file = tmp_path / "values.yaml"
-    values_file.write_text(yaml.safe_dump(values))
+    # The chart with its default values (only a shorter resync, so the test is quicker). The pod
+    # runner runs the operator's pod as a process (its image's name contains `fedwarden`): the
+    # chart passes --service-account-dir, which the runner rewrites to the pod's
+    # kube-api-access volume (a token of the chart's ServiceAccount, so the operator runs with
+    # exactly the chart's RBAC; the runner passes no KUBECONFIG and the pod's HOME has no
+    # kubeconfig), and the health and metrics addresses (0.0.0.0:<port>, also inside the
+    # liveness URL), which it rewrites to the Service's loopback ports (docs/testing.md).
 
     def _logs() -> str:
         pods = cp.api().get(
@@ -440,16 +399,15 @@ def test_install_runs_a_training_then_upgrade_rolls_and_uninstall_keeps_crds(
 
     _adopt_crds(cp, release, ns)
     started = time.monotonic()
-    helm("install", release, str(CHART), "-n", ns, "-f", str(values_file), kubeconfig=kubeconfig)
-    cp.kubectl(
-        "create",
-        "secret",
-        "generic",
-        f"{release}-kubeconfig",
+    helm(
+        "install",
+        release,
+        str(CHART),
         "-n",
         ns,
-        "--from-file=config=/dev/stdin",
-        input=_operator_kubeconfig(cp, ns, fullname),
+        "--set",
+        "operator.resyncSeconds=5",
+        kubeconfig=kubeconfig,
     )
     for name in CRD_NAMES:
         cp.kubectl("wait", "--for=condition=Established", f"crd/{name}", "--timeout=60s")
@@ -485,6 +443,10 @@ def test_install_runs_a_training_then_upgrade_rolls_and_uninstall_keeps_crds(
     assert final["phase"] == "Succeeded", final
     assert final["round"] == 6
     print(f"training Succeeded {time.monotonic() - started:.1f} s after helm install")
+    # the metrics endpoint, through the Service's metrics port
+    host, port = pod_runner.service_address(ns, fullname, "metrics")
+    with urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=10) as response:
+        assert b"fedwarden_operator_reconciliations_total" in response.read()
 
     # upgrade with a changed value: a new ReplicaSet (pod template hash), one replica at the end
     before = _replica_sets(cp, ns, release)
@@ -495,8 +457,6 @@ def test_install_runs_a_training_then_upgrade_rolls_and_uninstall_keeps_crds(
         str(CHART),
         "-n",
         ns,
-        "-f",
-        str(values_file),
         "--set",
         "operator.resyncSeconds=7",
         kubeconfig=kubeconfig,
