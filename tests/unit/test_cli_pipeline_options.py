@@ -11,11 +11,19 @@ from pathlib import Path
 from typing import Literal
 
 import click
+import numpy as np
 import pytest
 
 from fedwarden.commands import aggregator as aggregator_command
 from fedwarden.commands import simulate as simulate_command
-from fedwarden.pipeline.round import ClippingConfig, FreeRiderConfig, PipelineConfig, PrivacyConfig
+from fedwarden.pipeline.errors import UnsoundPrivacyError
+from fedwarden.pipeline.round import (
+    ClippingConfig,
+    FreeRiderConfig,
+    Pipeline,
+    PipelineConfig,
+    PrivacyConfig,
+)
 
 ROUNDS = 4
 SAMPLE_RATE = 0.5
@@ -102,9 +110,19 @@ CASES = {
         ["--aggregator", "centered-clip"],
         RECOMMENDED,
     ),
-    "an aggregator under central DP leaves the rest of DP-FedAvg": (
+    "a named aggregator under central DP keeps the recommended tests": (
         ["--dp", "central", "--noise-multiplier", "1.0", "--aggregator", "median"],
-        dataclasses.replace(DP_FEDAVG, aggregator="median", aggregator_params={}),
+        dataclasses.replace(
+            RECOMMENDED, aggregator="median", aggregator_params={}, privacy=dp(noise_multiplier=1.0)
+        ),
+    ),
+    "the recommended aggregator named under central DP is the non-private recommendation": (
+        ["--dp", "central", "--noise-multiplier", "1.0", "--aggregator", "centered-clip"],
+        dataclasses.replace(RECOMMENDED, privacy=dp(noise_multiplier=1.0)),
+    ),
+    "aggregator parameters alone under central DP stay on DP-FedAvg": (
+        ["--dp", "central", "--noise-multiplier", "1.0", "--agg-param", "preaggregation=nnm"],
+        dataclasses.replace(DP_FEDAVG, aggregator_params={"preaggregation": "nnm"}),
     ),
     "clipping overrides replace only their fields": (
         ["--clip-norm", "2", "--clip-quantile", "0.8"],
@@ -137,6 +155,42 @@ def test_the_same_flags_build_the_same_pipeline_in_both_commands(
 ) -> None:
     assert simulated(flags) == expected
     assert trained(flags, pki_dir) == expected
+
+
+def first_round_noise(config: PipelineConfig) -> float:
+    """The standard deviation of the noise the real pipeline adds to a first round of 5 of
+    the 10 clients (the expected cohort); building the pipeline checks that its sensitivity
+    bound is sound."""
+    pipeline = Pipeline(config, dim=8, population=10, seed=0)
+    updates = np.random.default_rng(0).normal(scale=0.1, size=(5, 8)).astype(np.float32)
+    return pipeline.run_round(updates, [f"site-{i}" for i in range(5)]).noise_std
+
+
+@pytest.mark.parametrize("aggregator", ["centered-clip", "median", "geometric-median"])
+def test_a_named_aggregator_under_central_dp_keeps_the_tests_with_its_own_sound_noise(
+    aggregator: str, pki_dir: Path
+) -> None:
+    flags = ["--dp", "central", "--noise-multiplier", "1.0"]
+    named = [*flags, "--aggregator", aggregator]
+    chosen_by_fedwarden = simulated(flags)
+    assert chosen_by_fedwarden == trained(flags, pki_dir) == DP_FEDAVG
+    robust = simulated(named)
+    assert robust == trained(named, pki_dir)
+    assert robust.aggregator == aggregator
+    assert robust.validation == RECOMMENDED.validation  # the outlier test
+    assert robust.free_riders == RECOMMENDED.free_riders
+    assert robust.privacy == dp(noise_multiplier=1.0)
+    # DP-FedAvg's sensitivity is C/n for the expected cohort n = 5; a robust rule's does not
+    # shrink with n (about 2C), so the same σ means at least 2n = 10 times the noise
+    assert first_round_noise(robust) / first_round_noise(chosen_by_fedwarden) > 10 - 1e-9
+
+
+def test_fedavg_named_under_central_dp_keeps_the_tests_and_is_refused(pki_dir: Path) -> None:
+    # leaving --aggregator out is how to ask for DP-FedAvg
+    flags = ["--dp", "central", "--noise-multiplier", "1.0", "--aggregator", "fedavg"]
+    assert simulated(flags).validation == RECOMMENDED.validation
+    with pytest.raises(UnsoundPrivacyError, match="fedavg under add/remove"):
+        trained(flags, pki_dir)
 
 
 def test_the_config_file_builds_the_pipeline_its_flags_do(tmp_path: Path, pki_dir: Path) -> None:

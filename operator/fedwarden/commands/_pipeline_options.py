@@ -6,6 +6,19 @@ tests, differential privacy) and the one mapping from their values to a
 same pipeline in a simulation and in a real training. The operator writes the aggregator's
 options into a ConfigMap keyed by their Python names (``agg_params``, ``clip_norm``...): those
 names are an interface.
+
+The starting point, before the other options replace their parts:
+
+- ``--defence none``: :meth:`PipelineConfig.plain_fedavg`, with the ``--dp`` mode set.
+- ``--defence recommended`` without ``--aggregator``: fedwarden chooses, so
+  :meth:`PipelineConfig.recommended` for the ``--dp`` mode; with ``--dp central`` that is
+  DP-FedAvg, without the outlier and free-rider tests.
+- ``--defence recommended --aggregator NAME``: the user chose a (robust) rule, so the
+  non-private recommendation with the ``--dp`` mode set: its outlier and free-rider tests stay
+  on, and under central DP the noise follows the rule's sensitivity (about 2C instead of
+  DP-FedAvg's C/n), which is sound but larger. So ``--aggregator fedavg --dp central`` is
+  FedAvg with the cohort tests: no sensitivity bound holds for it under Poisson sampling, and
+  the pipeline refuses it there; leave ``--aggregator`` out for DP-FedAvg.
 """
 
 from __future__ import annotations
@@ -33,16 +46,18 @@ _OPTIONS = (
         default="recommended",
         show_default=True,
         help="Starting point of the pipeline: fedwarden's recommended defences for the --dp "
-        "mode (with --dp central, DP-FedAvg: clipping and the plain mean, no cohort tests), or "
-        "none (plain FedAvg, no validation, clipping or free-rider tests). The options below "
-        "override parts of it.",
+        "mode (with --dp central and no --aggregator, DP-FedAvg: clipping and the plain mean, "
+        "no cohort tests), or none (plain FedAvg, no validation, clipping or free-rider tests). "
+        "The options below override parts of it.",
     ),
     click.option(
         "--aggregator",
         default=None,
         metavar="NAME",
         help="fedavg, krum, multi-krum, median, trimmed-mean, bulyan, geometric-median or "
-        "centered-clip [default: the --defence's].",
+        "centered-clip [default: the --defence's]. Naming one with --dp central keeps the "
+        "recommended outlier and free-rider tests, with the rule's larger noise; leave it out "
+        "for DP-FedAvg.",
     ),
     click.option(
         "--agg-param",
@@ -87,8 +102,9 @@ _OPTIONS = (
         type=click.Choice(("none", "central", "local"), case_sensitive=False),
         default="none",
         show_default=True,
-        help="Differential privacy: central (noise on the aggregate) or local (each client "
-        "clips and noises its own update; the aggregator announces C and σ and accounts).",
+        help="Differential privacy: central (noise on the aggregate; DP-FedAvg unless "
+        "--aggregator names a rule) or local (each client clips and noises its own update; the "
+        "aggregator announces C and σ and accounts).",
     ),
     click.option(
         "--target-epsilon",
@@ -142,10 +158,10 @@ def pipeline_config(
     """The pipeline the options choose, for a run of ``rounds`` rounds that samples each
     client with probability ``sample_rate`` by ``sampling`` (the privacy accountant's view).
 
-    ``--defence recommended`` is :meth:`PipelineConfig.recommended` for the privacy mode, so
-    with ``--dp central`` DP-FedAvg, as the docs and the benchmarks measure it. Each option
-    given then replaces its part: another ``--aggregator`` starts from no parameters, while
-    ``--agg-param`` alone is merged over the starting point's own.
+    The starting point follows the module's rule (DP-FedAvg under ``--dp central`` only when
+    the aggregator is left to fedwarden). Each option given then replaces its part: another
+    ``--aggregator`` starts from no parameters, while ``--agg-param`` alone is merged over the
+    starting point's own.
 
     Raises:
         ValueError: ``--target-epsilon`` or ``--noise-multiplier`` without ``--dp``, and the
@@ -170,11 +186,14 @@ def pipeline_config(
             sample_rate=sample_rate,
             sampling=sampling,
         )
-    base = (
-        PipelineConfig.recommended(privacy)
-        if options["defence"] == "recommended"
-        else PipelineConfig.plain_fedavg()
-    )
+    if options["defence"] == "none":
+        base = PipelineConfig.plain_fedavg()
+    elif options["aggregator"] is None:
+        base = PipelineConfig.recommended(privacy)
+    else:
+        # a rule the user chose keeps the robust pipeline around it; the privacy set below
+        # makes the noise follow that rule's sensitivity
+        base = PipelineConfig.recommended()
     changes: dict[str, Any] = {"privacy": privacy}
     if options["aggregator"] is not None or options["agg_params"]:
         name = options["aggregator"] if options["aggregator"] is not None else base.aggregator

@@ -11,8 +11,9 @@ import dataclasses
 import logging
 import signal
 import sys
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -22,6 +23,9 @@ from fedwarden.commands._pipeline_options import (
     pipeline_config,
     pipeline_options,
 )
+
+if TYPE_CHECKING:
+    from fedwarden.pipeline.round import PipelineConfig
 
 EXIT_COMPLETED = 0
 EXIT_FAILED = 1
@@ -396,6 +400,18 @@ def _population(options: dict[str, Any]) -> int:
     return int(options["min_available"])
 
 
+def _pipeline_config(options: Mapping[str, Any]) -> PipelineConfig:
+    """The pipeline the options choose, by the mapping ``fedwarden simulate`` shares, for
+    --rounds and --fraction. With DP the aggregator samples by Poisson, what its accountant
+    assumes (a simulation may also sample a fixed cohort of its known population)."""
+    sampling = effective_sampling(options)
+    if options["dp"] != "none" and sampling != "poisson":
+        raise ValueError("--dp needs --sampling poisson (the accountant's sampling)")
+    return pipeline_config(
+        options, rounds=options["rounds"], sample_rate=options["fraction"], sampling=sampling
+    )
+
+
 def _tls(options: dict[str, Any]) -> Any:
     from fedwarden.aggregator import ServerTLS
 
@@ -433,11 +449,7 @@ def _build(options: dict[str, Any]) -> Any:
 
     tls = _tls(options)
     sampling = effective_sampling(options)
-    if options["dp"] != "none" and sampling != "poisson":
-        raise ValueError("--dp needs --sampling poisson (the accountant's sampling)")
-    settings = pipeline_config(
-        options, rounds=options["rounds"], sample_rate=options["fraction"], sampling=sampling
-    )
+    settings = _pipeline_config(options)
     if options["task"] is not None:
         task = BuiltinTask(options["task"], data_seed=options["data_seed"])
         initial = task.init_params(options["model_seed"])
