@@ -70,6 +70,9 @@ REFUSED = [
      "spec.certificates.renewBefore"),
     (_with(GOOD_TRAINING, network={"allowedCidrs": ["not-a-cidr"]}), "spec.network.allowedCidrs"),
     (_with(GOOD_TRAINING, clipping={"mode": "sometimes"}), "spec.clipping.mode"),
+    # central DP without a method is DP-FedAvg, which cannot run the free-rider tests
+    (_with(GOOD_TRAINING, privacy={"mode": "central", "targetEpsilon": 1},
+           freeRiders={"enabled": True}), "spec.freeRiders.enabled"),
     (_with(GOOD_TRAINING, unknownField=1), "unknownField"),
     (_with(GOOD_CLIENT, issueKey=False), "exactly one of csr"),
     (_with(GOOD_CLIENT, csr=CSR), "exactly one of csr"),
@@ -135,5 +138,7 @@ def test_examples_and_defaults_are_accepted(crds: ControlPlane, kube_namespace: 
     assert stored["spec"]["selection"]["minClients"] == 2
     assert stored["spec"]["privacy"]["mode"] == "none"
     assert stored["spec"]["certificates"]["duration"] == "2160h"
+    # no default: unset, the free-rider tests follow the pipeline's recommendation
+    assert stored["spec"]["freeRiders"] == {"strikesToBan": 3}
     columns = crds.kubectl("get", "ft", "-n", kube_namespace).stdout.split("\n")[0].split()
     assert columns == ["NAME", "PHASE", "ROUND", "ROUNDS", "EPSILON", "CLIENTS", "BANNED", "AGE"]

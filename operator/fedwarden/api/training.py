@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from fedwarden.api.common import (
     API_VERSION,
@@ -63,7 +63,9 @@ class SelectionSpec(Model):
 
 class AggregationSpec(Model):
     """The robust aggregation rule. Unset `method`: fedwarden's recommendation for the privacy
-    mode (centered clipping without central DP, DP-FedAvg with it; benchmarks/defence-matrix.md)."""
+    mode (centered clipping without central DP, DP-FedAvg with it; benchmarks/defence-matrix.md).
+    A named method under central DP keeps the recommended outlier and free-rider tests, with the
+    noise of its larger sensitivity (fedavg is then refused: leave method unset for DP-FedAvg)."""
 
     model_config = Model.model_config | {
         "json_schema_extra": cel_rules(
@@ -136,7 +138,13 @@ class PrivacySpec(Model):
 
 
 class FreeRiderSpec(Model):
-    enabled: bool = Field(default=True, description="Zero, noise and replay tests on updates.")
+    # None, not True: the API server stores a schema default, and the operator could then not
+    # tell it from a user's choice; unset, the pipeline's recommendation decides
+    enabled: bool | None = Field(
+        default=None,
+        description="Zero, noise and replay tests on updates. Unset: the recommendation's (on, "
+        "but off under central privacy without aggregation.method: DP-FedAvg cannot run them).",
+    )
     strikes_to_ban: int = Field(default=3, ge=1, le=100, description="Strikes before a ban.")
 
 
@@ -224,6 +232,13 @@ class CertificateSpec(Model):
     )
 
 
+_FREE_RIDERS_UNDER_DP_FEDAVG = (
+    "freeRiders.enabled with central privacy needs aggregation.method: without one the "
+    "training runs DP-FedAvg, whose noise has no sound bound with the free-rider tests; name a "
+    "robust method (more noise) or leave freeRiders.enabled unset"
+)
+
+
 class FederatedTrainingSpec(Model):
     model_config = Model.model_config | {
         "json_schema_extra": cel_rules(
@@ -269,6 +284,13 @@ class FederatedTrainingSpec(Model):
                 ".rounds",
             ),
             ("self.task == oldSelf.task", "task is immutable", ".task"),
+            (
+                "!has(self.freeRiders) || !has(self.freeRiders.enabled) || "
+                "!self.freeRiders.enabled || self.privacy.mode != 'central' || "
+                "(has(self.aggregation) && has(self.aggregation.method))",
+                _FREE_RIDERS_UNDER_DP_FEDAVG,
+                ".freeRiders.enabled",
+            ),
         )
     }
 
@@ -289,6 +311,17 @@ class FederatedTrainingSpec(Model):
     ttl_seconds_after_finished: int | None = Field(
         default=None, ge=0, description="Delete the training this long after it finished."
     )
+
+    @model_validator(mode="after")
+    def _free_riders_need_a_method_under_central_dp(self) -> FederatedTrainingSpec:
+        # the CEL rule's twin, for specs that do not pass through the API server
+        if (
+            self.free_riders.enabled
+            and self.privacy.mode == "central"
+            and self.aggregation.method is None
+        ):
+            raise ValueError(_FREE_RIDERS_UNDER_DP_FEDAVG)
+        return self
 
 
 TrainingPhase = Literal["Pending", "Running", "Suspended", "Succeeded", "Failed"]

@@ -44,15 +44,18 @@ def aggregator_settings(
         "min_available": spec.selection.min_available,
         "round_timeout": float(spec.round_timeout_seconds),
         "population": max(population, 1),
-        "free_rider_detection": spec.free_riders.enabled,
         "strikes_to_ban": spec.free_riders.strikes_to_ban,
         "clipping": spec.clipping.mode,
         "clip_norm": spec.clipping.clip_norm,
+        "clip_quantile": spec.clipping.target_quantile,
         "dp": spec.privacy.mode,
         "delta": spec.privacy.delta,
         "accountant": spec.privacy.accountant,
         "defence": "recommended",
     }
+    # unset, the free-rider tests are the pipeline recommendation's: off under DP-FedAvg
+    if spec.free_riders.enabled is not None:
+        settings["free_rider_detection"] = spec.free_riders.enabled
     if spec.selection.sampling is not None:
         settings["sampling"] = spec.selection.sampling
     if spec.privacy.target_epsilon is not None:
