@@ -3,7 +3,7 @@
 - a sequence of real events: the FederatedTraining and FLClient status fields, the operator's
   fields left alone (server-side apply, separate field managers), ε never lower after a restart;
 - a real training (``fedwarden aggregator --kubernetes-status`` and client processes over mTLS,
-  a free rider among them): round, ε growing, the free rider Banned with its reason and strikes;
+  a poisoner among them): round, ε growing, the poisoner Banned with its reason and strikes;
 - a service account with only the aggregator's Role: its job works, another training's status
   is refused (403), and a client missing from the Role is skipped.
 """
@@ -249,7 +249,7 @@ def test_a_real_training_reports_onto_the_resources(
 ) -> None:
     cp, ns = crds, kube_namespace
     honest = ["site-0", "site-1", "site-2", "site-3"]
-    names = [*honest, "free-rider"]
+    names = [*honest, "poisoner"]
     create(cp, ns, "digits", names)
     tls_dirs = {}
     for name in names:
@@ -264,9 +264,8 @@ def test_a_real_training_reports_onto_the_resources(
             [*RUN, "aggregator", "--pki-dir", str(pki.dir.root), "--listen",
              f"127.0.0.1:{port}", "--rounds", "4", "--task", "digits-logreg",
              "--min-available", "5", "--dp", "central", "--noise-multiplier", "1.0",
-             # central DP's recommendation (DP-FedAvg) runs no cohort tests and bans no one; the
-             # free-rider tests are sound with a robust aggregator
-             "--aggregator", "centered-clip", "--agg-param", "tau=0.2", "--free-rider-detection",
+             # a named rule keeps the outlier test under central DP (DP-FedAvg would not)
+             "--aggregator", "centered-clip",
              "--population", "5", "--poll-timeout", "1", "--round-timeout", "30", "--quiet",
              "--json", "--log-level", "info", "--checkpoint-dir", str(tmp_path / "state"),
              "--kubernetes-status", f"{ns}/digits", "--kubeconfig", str(cp.kubeconfig)],
@@ -278,11 +277,11 @@ def test_a_real_training_reports_onto_the_resources(
                "--num-clients", "5", "--json", "--backoff-max", "0.5", "--give-up-after", "60"]
         for i, name in enumerate(honest)
     }  # fmt: skip
-    argvs["free-rider"] = [
-        sys.executable, "-m", "fedwarden.demo.participant", "--role", "free-rider",
-        "--tls-dir", str(tls_dirs["free-rider"]), "--server", f"127.0.0.1:{port}",
+    argvs["poisoner"] = [
+        sys.executable, "-m", "fedwarden.demo.participant", "--role", "poisoner",
+        "--tls-dir", str(tls_dirs["poisoner"]), "--server", f"127.0.0.1:{port}",
         "--index", "4", "--num-clients", "5", "--rounds", "4",
-        "--result", str(tmp_path / "free-rider.json"),
+        "--result", str(tmp_path / "poisoner.json"),
     ]  # fmt: skip
     processes = []
     for name, argv in argvs.items():
@@ -316,15 +315,15 @@ def test_a_real_training_reports_onto_the_resources(
     # shown with four decimals, rounded up: never less than what was spent
     assert summary["epsilon"] <= ft["epsilonSpent"] <= summary["epsilon"] + 1e-4
     assert ft["epsilonSpent"] > 0
-    assert ft["bannedClients"] == ["free-rider"]
+    assert ft["bannedClients"] == ["poisoner"]
     assert ft["bannedCount"] == 1
     assert ft["rejectedUpdates"] >= 3
-    assert ft["participants"] == 4  # the last round: the banned free rider is refused at the door
+    assert ft["participants"] == 4  # the last round: the banned poisoner is refused at the door
     assert 0.0 <= ft["lastMetrics"]["accuracy"] <= 1.0
-    free_rider = status(cp, ns, CLIENTS, "free-rider")
-    assert free_rider["phase"] == "Banned"
-    assert free_rider["banReason"].startswith("free-riding: 3 strikes")
-    assert free_rider["strikes"] == 3
+    poisoner = status(cp, ns, CLIENTS, "poisoner")
+    assert poisoner["phase"] == "Banned"
+    assert poisoner["banReason"].startswith("outlier: 3 strikes")
+    assert poisoner["strikes"] == 3
     for name in honest:
         site = status(cp, ns, CLIENTS, name)
         assert site["roundsParticipated"] == summary["fates"][name]["aggregated"]
