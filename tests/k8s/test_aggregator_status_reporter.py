@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import subprocess
 import sys
 import time
@@ -445,9 +446,12 @@ def test_only_the_aggregators_role_is_enough_and_no_more(
     assert "round" not in status(cp, ns, TRAININGS, "other") or (
         status(cp, ns, TRAININGS, "other")["round"] == 0
     )
+    # the token alone: a kubeconfig (KUBECONFIG, which the operator tests leave set, or
+    # ~/.kube/config) would add its admin client certificate, and x509 authenticates first
     listing = subprocess.run(
-        [str(cp.binaries["kubectl"]), "--server", cp.server, "--certificate-authority",
-         str(cp.ca_file), "--token", (service_account_dir / "token").read_text(),
+        [str(cp.binaries["kubectl"]), "--kubeconfig", os.devnull, "--server", cp.server,
+         "--certificate-authority", str(cp.ca_file),
+         "--token", (service_account_dir / "token").read_text(),
          "auth", "can-i", "list", "federatedtrainings.fedwarden.io", "-n", ns],
         capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
