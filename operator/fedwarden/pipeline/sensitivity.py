@@ -52,8 +52,10 @@ client changes its own mixed row by up to 2C and every other row by one neighbou
 cohort's centred Gram matrix, which depends on the replaced client too, so an exact tie in
 distance (which an adversarial cohort can arrange) can resolve differently on the two cohorts
 and swap further neighbours of any row. No per-input bound is claimed for NNM: only the diameter
-bound, which holds because mixed rows are means of clipped rows and stay in ``B_C``. Both
-pre-aggregations keep every row in ``B_C``, so diameter bounds hold unchanged.
+bound, which holds because mixed rows are means of clipped rows and stay in ``B_C``. **DnC**
+keeps a subset of the clipped rows chosen by the cohort's spectrum, so one client can change
+which others are kept: again only the diameter bound, on the ``n − ⌊φn⌋`` rows kept. Every
+pre-aggregation keeps every row in ``B_C``, so diameter bounds hold unchanged.
 
 Robust aggregators pay for their robustness: a bound independent of n (median, Krum, Multi-Krum,
 Bulyan, geometric median, centered clipping: about 2C) against FedAvg's 2C/n means n/2 times as
@@ -163,7 +165,8 @@ def _setup(name: str, params: Mapping[str, Any]) -> _Setup:
         **{
             k: v
             for k, v in inner_params.items()
-            if k not in ("bucket_size", "seed") and not (name == "fedavg" and k == "f")
+            if k not in ("bucket_size", "seed", "filter_fraction")
+            and not (name == "fedavg" and k == "f")
         },
     )
     return _Setup(
@@ -253,6 +256,15 @@ def _inner_rows(setup: _Setup, n: int) -> tuple[int, float | None, str]:
             f"not depend on the data), whose mean moves by at most 2C/{smallest} (smallest "
             "bucket)",
         )
+    if setup.preaggregation == "dnc":
+        kept = n - int(float(params["filter_fraction"]) * n)
+        return (
+            kept,
+            None,
+            f"DnC keeps k = {kept} of the {n} rows, chosen by the top singular vector of the "
+            "whole centred cohort, so one client can change which other rows are kept; no "
+            "per-input bound is claimed",
+        )
     if setup.preaggregation == "nnm":
         return (
             n,
@@ -291,7 +303,9 @@ def _replace_one(setup: _Setup, n: int, c: float, dependent: bool) -> tuple[floa
     k, total, how = _inner_rows(setup, n)
     r2, why_ball = _diameter(setup, k)
     if setup.preaggregation is not None:
-        why_ball = f"pre-aggregated rows are means of clipped rows, so in the C-ball; {why_ball}"
+        why_ball = (
+            f"pre-aggregated rows are clipped rows or means of them, so in the C-ball; {why_ball}"
+        )
     diameter = 2.0 * math.sqrt(r2) * c
     head = f"Replace-one on a cohort of n = {n} rows clipped to C = {_fmt(c)}:"
     diameter_text = f"{why_ball}; any two outputs differ by at most 2R = {_fmt(diameter)}"
@@ -342,6 +356,9 @@ def _add_remove(setup: _Setup, n: int, c: float, dependent: bool) -> tuple[float
     if setup.preaggregation == "bucketing":
         k_min = setup.inner_min
         rows = "bucket means (in the C-ball)"
+    elif setup.preaggregation == "dnc":
+        k_min = setup.inner_min
+        rows = "the rows DnC keeps"
     elif setup.preaggregation == "nnm":
         k_min = setup.min_clients
         rows = "NNM-mixed rows (in the C-ball)"

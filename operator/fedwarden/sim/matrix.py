@@ -109,13 +109,14 @@ def _full(aggregator: str, **params: Any) -> PipelineConfig:
 def default_defences(f: int = 5) -> tuple[Defence, ...]:
     """The default rows: plain FedAvg; the eight aggregators inside the full pipeline (the
     recommended validation, free-rider tests, adaptive clipping and strikes around each); the
-    unweighted clipped mean; NNM and bucketing in front of the promising rules; and the
-    recommended configuration itself.
+    unweighted clipped mean; NNM, bucketing and DnC spectral filtering in front of the promising
+    rules; and the recommended configuration itself.
 
     ``f`` is the number of Byzantine clients that the rules taking one are told to tolerate.
     """
     nnm = {"preaggregation": "nnm", "f": f}
     buckets = {"preaggregation": "bucketing", "bucket_size": 2, "seed": 0}
+    spectral = {"preaggregation": "dnc", "filter_fraction": 0.2}
     tau = 0.2
     return (
         Defence(
@@ -150,6 +151,16 @@ def default_defences(f: int = 5) -> tuple[Defence, ...]:
         Defence("bucketing+geometric-median", _full("geometric-median", **buckets), "buckets of 2"),
         Defence(
             "bucketing+centered-clip", _full("centered-clip", tau=tau, **buckets), "buckets of 2"
+        ),
+        Defence(
+            "dnc+centered-clip",
+            _full("centered-clip", tau=tau, **spectral),
+            f"DnC drops ⌊0.2·n⌋, τ={tau}",
+        ),
+        Defence(
+            "dnc+trimmed-mean",
+            _full("trimmed-mean", beta=0.1, **spectral),
+            "DnC drops ⌊0.2·n⌋, β=0.1",
         ),
         Defence("recommended", PipelineConfig.recommended(), "PipelineConfig.recommended()"),
     )

@@ -193,3 +193,29 @@ def score_tolerance(updates: np.ndarray) -> float:
     xs = np.asarray(updates, dtype=np.float64)
     spread = float(((xs - xs.mean(axis=0)) ** 2).sum(axis=1).max())
     return 1e-9 * len(xs) * max(spread, 1e-300)
+
+
+def dnc_kept_sets(updates: np.ndarray, filter_fraction: float) -> list[list[int]]:
+    """Every set of rows DnC may keep: the SVD of the explicitly centred matrix, squared
+    projections on the top right singular vector, the ⌊φ·n⌋ largest dropped. Scores equal up to
+    rounding at the cut may fall either way; so may every score when the top singular value is
+    not unique (then the direction itself is not)."""
+    xs = np.array(rows(updates))
+    n = len(xs)
+    dropped = int(filter_fraction * n)
+    if dropped == 0:
+        return [list(range(n))]
+    centred = xs - xs.mean(axis=0)
+    _, singular, vt = np.linalg.svd(centred, full_matrices=False)
+    tol = 1e-7 * max(float(singular[0]) ** 2, 1e-300)
+    if len(singular) > 1 and singular[0] ** 2 - singular[1] ** 2 <= tol:
+        return [list(kept) for kept in itertools.combinations(range(n), n - dropped)]
+    scores = (centred @ vt[0]) ** 2
+    order = sorted(range(n), key=lambda i: (scores[i], i))
+    last_kept, first_dropped = scores[order[n - dropped - 1]], scores[order[n - dropped]]
+    if first_dropped - last_kept > tol:
+        return [sorted(order[: n - dropped])]
+    sure = [i for i in range(n) if scores[i] < last_kept - tol]
+    ambiguous = [i for i in range(n) if last_kept - tol <= scores[i] <= first_dropped + tol]
+    need = n - dropped - len(sure)
+    return [sorted(sure + list(extra)) for extra in itertools.combinations(ambiguous, need)]

@@ -69,6 +69,11 @@ def test_unknown_parameters_say_what_is_taken(
         ("trimmed-mean", {"beta": 0.5}, r"beta must be a finite number in \[0, 0.5\), got 0.5"),
         ("trimmed-mean", {"beta": -0.1}, r"beta must be a finite number in \[0, 0.5\), got -0.1"),
         ("trimmed-mean", {"beta": float("nan")}, r"beta must be a finite number in \[0, 0.5\)"),
+        (
+            "median",
+            {"preaggregation": "dnc", "filter_fraction": 0.5},
+            r"filter_fraction must be a finite number in \[0, 0.5\), got 0.5",
+        ),
         ("trimmed-mean", {"beta": 0.0, "f": 1}, r"beta=0 trims nothing; f=1 needs beta > 0"),
         ("multi-krum", {"m": 0}, r"m must be an integer >= 1, got 0"),
         (
@@ -119,6 +124,13 @@ def test_impossible_parameters_say_what_is_allowed(
             {"f": 3, "preaggregation": "nnm"},
             3,
             r"^fedavg with nnm pre-aggregation needs n >= f \+ 1 = 4 clients, got 3$",
+        ),
+        (
+            "krum",
+            {"f": 1, "preaggregation": "dnc", "filter_fraction": 0.2},
+            5,
+            r"^krum with dnc pre-aggregation needs n >= 6 clients, so that the n − ⌊0.2·n⌋ "
+            r"kept meet n >= 2f \+ 3 = 5 clients, got 5$",
         ),
     ],
 )

@@ -47,6 +47,8 @@ CONFIGS: list[tuple[str, dict[str, Any]]] = [
     ("trimmed-mean", {"beta": 0.2, "preaggregation": "bucketing", "bucket_size": 2, "seed": 0}),
     ("bulyan", {"f": 1, "preaggregation": "bucketing", "bucket_size": 2, "seed": 0}),
     ("geometric-median", {"preaggregation": "bucketing", "bucket_size": 2, "seed": 1}),
+    ("trimmed-mean", {"beta": 0.1, "preaggregation": "dnc", "filter_fraction": 0.2}),
+    ("centered-clip", {"tau": 0.5, "preaggregation": "dnc", "filter_fraction": 0.3}),
 ]
 IDS = [f"{name}{params}" for name, params in CONFIGS]
 

@@ -245,6 +245,7 @@ def test_default_rows_cover_every_aggregator_and_the_baselines() -> None:
     }  # fmt: skip
     assert any(d.pipeline.aggregator_params.get("preaggregation") == "nnm" for d in rows)
     assert any(d.pipeline.aggregator_params.get("preaggregation") == "bucketing" for d in rows)
+    assert any(d.pipeline.aggregator_params.get("preaggregation") == "dnc" for d in rows)
     assert rows[-1].pipeline == PipelineConfig.recommended()
 
 

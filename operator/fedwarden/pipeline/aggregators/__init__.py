@@ -3,10 +3,11 @@
     agg = get("bulyan", f=2)
     model_update = agg(updates)          # updates: (n, d) float32; result: (d,) float32
 
-``get(name, **params)`` builds one of :func:`names` with its parameters; ``preaggregation="nnm"``
-or ``"bucketing"`` (with ``bucket_size`` and ``seed``) puts nearest-neighbour mixing or bucketing
-in front of it. Unknown names, unknown parameters and impossible values raise ``ValueError``
-saying what is allowed; a cohort smaller than ``agg.min_clients``, or one with NaN/Inf, the
+``get(name, **params)`` builds one of :func:`names` with its parameters; ``preaggregation="nnm"``,
+``"bucketing"`` (with ``bucket_size`` and ``seed``) or ``"dnc"`` (with ``filter_fraction``) puts
+nearest-neighbour mixing, bucketing or Divide-and-Conquer spectral filtering in front of it.
+Unknown names, unknown parameters and impossible values raise ``ValueError`` saying what is
+allowed; a cohort smaller than ``agg.min_clients``, or one with NaN/Inf, the
 wrong shape or mismatched weights raises :class:`~fedwarden.pipeline.errors.InvalidCohortError`.
 See docs/aggregators.md for what each rule defends and what it costs.
 """
@@ -20,6 +21,7 @@ from fedwarden.pipeline.aggregators._preaggregation import Mixer, PreAggregated
 from fedwarden.pipeline.aggregators.bucketing import Bucketing
 from fedwarden.pipeline.aggregators.bulyan import Bulyan
 from fedwarden.pipeline.aggregators.centered_clip import CenteredClip
+from fedwarden.pipeline.aggregators.dnc import DivideAndConquer
 from fedwarden.pipeline.aggregators.fedavg import FedAvg
 from fedwarden.pipeline.aggregators.geometric_median import GeometricMedian
 from fedwarden.pipeline.aggregators.krum import Krum
@@ -43,8 +45,8 @@ _AGGREGATORS: dict[str, type[Aggregator]] = {
         CenteredClip,
     )
 }
-_MIXERS: dict[str, type[NearestNeighbourMixing] | type[Bucketing]] = {
-    mixer.name: mixer for mixer in (NearestNeighbourMixing, Bucketing)
+_MIXERS: dict[str, type[NearestNeighbourMixing] | type[Bucketing] | type[DivideAndConquer]] = {
+    mixer.name: mixer for mixer in (NearestNeighbourMixing, Bucketing, DivideAndConquer)
 }
 
 
