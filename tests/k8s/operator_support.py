@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import pytest
 
@@ -73,9 +74,13 @@ def running_operator(cp: ControlPlane, resync_seconds: float = 5.0) -> Iterator[
     """The operator in this process, as kopf's KopfRunner runs it (``kopf run``)."""
     from kopf.testing import KopfRunner
 
-    os.environ["KUBECONFIG"] = str(cp.kubeconfig)
-    os.environ["FEDWARDEN_RESYNC_SECONDS"] = str(resync_seconds)
+    # Only for the operator's lifetime: a KUBECONFIG left behind would make every later kubectl
+    # in this process present the admin's client certificate next to any token it is given.
+    environment = {
+        "KUBECONFIG": str(cp.kubeconfig),
+        "FEDWARDEN_RESYNC_SECONDS": str(resync_seconds),
+    }
     args = ["run", "--all-namespaces", "--standalone", "-m", "fedwarden.controller.handlers"]
-    with KopfRunner(args, timeout=120) as runner:
+    with mock.patch.dict(os.environ, environment), KopfRunner(args, timeout=120) as runner:
         yield runner
     assert runner.exception is None, runner.output

@@ -446,8 +446,8 @@ def test_only_the_aggregators_role_is_enough_and_no_more(
     assert "round" not in status(cp, ns, TRAININGS, "other") or (
         status(cp, ns, TRAININGS, "other")["round"] == 0
     )
-    # the token alone: a kubeconfig (KUBECONFIG, which the operator tests leave set, or
-    # ~/.kube/config) would add its admin client certificate, and x509 authenticates first
+    # the token alone: a kubeconfig (KUBECONFIG or ~/.kube/config) would add its client
+    # certificate, and x509 authenticates first
     listing = subprocess.run(
         [str(cp.binaries["kubectl"]), "--kubeconfig", os.devnull, "--server", cp.server,
          "--certificate-authority", str(cp.ca_file),
