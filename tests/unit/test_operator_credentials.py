@@ -1,5 +1,5 @@
-"""The operator's and the aggregator's in-cluster credentials (fedwarden.k8s.credentials), the
-operator's login handler and its address options, without a cluster."""
+"""The operator's and the aggregator's in-cluster credentials (fedwarden.k8s.credentials) and
+the operator's login handler, without a cluster."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from click.testing import CliRunner
 
 from fedwarden.k8s import credentials
 from fedwarden.k8s.credentials import NoServiceAccount, ServiceAccount
@@ -112,22 +111,3 @@ def test_the_login_prefers_kubeconfig_then_falls_back_to_it(
     # no token in the directory (outside a pod): the kubeconfig kopf finds
     info = _login(monkeypatch, kubeconfig=None, service_account_dir=tmp_path / "none")
     assert info.token == "from-kubeconfig"
-
-
-@pytest.mark.parametrize(
-    ("value", "expected"),
-    [("0.0.0.0:8081", ("0.0.0.0", 8081)), ("[::]:9090", ("::", 9090)), ("off", None)],
-)
-def test_metrics_address(value: str, expected: tuple[str, int] | None) -> None:
-    from fedwarden.commands.operator import _address
-
-    assert _address(None, None, value) == expected  # type: ignore[arg-type]
-
-
-@pytest.mark.parametrize("value", ["8081", "0.0.0.0", ":8081", "0.0.0.0:0", "0.0.0.0:http"])
-def test_a_bad_metrics_address_is_a_usage_error(value: str) -> None:
-    from fedwarden.cli import main
-
-    result = CliRunner().invoke(main, ["operator", "--metrics-address", value])
-    assert result.exit_code == 2, result.output
-    assert "HOST:PORT" in result.output

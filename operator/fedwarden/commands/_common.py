@@ -55,6 +55,31 @@ def _parse_value(raw: str) -> Any:
         return raw
 
 
+def host_port_or_off(
+    ctx: click.Context, param: click.Parameter, value: str | None
+) -> tuple[str, int] | None:
+    """Callback of an option saying where a server listens (``--metrics-address`` of
+    ``fedwarden operator`` and ``fedwarden aggregator``): ``HOST:PORT`` (an IPv6 host in
+    brackets, ``[::]:9090``; port 0 picks a free port) -> ``(host, port)``; ``off`` -> ``None``,
+    no server."""
+    if value is None or value == "off":
+        return None
+    host, sep, port = value.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise click.BadParameter(
+            f"{value!r} is not HOST:PORT (e.g. 0.0.0.0:9090; port 0 picks a free port) or 'off'"
+        )
+    return host, int(port)
+
+
+def host_port(address: tuple[str, int]) -> str:
+    """``(host, port)`` as ``HOST:PORT``, an IPv6 host in brackets."""
+    host, port = address
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def emit_json(payload: Any) -> None:
     json.dump(payload, sys.stdout, indent=2, sort_keys=True, default=_json_default)
     sys.stdout.write("\n")

@@ -17,7 +17,13 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from fedwarden.commands._common import console, emit_json, json_option
+from fedwarden.commands._common import (
+    console,
+    emit_json,
+    host_port,
+    host_port_or_off,
+    json_option,
+)
 from fedwarden.commands._pipeline_options import (
     effective_sampling,
     pipeline_config,
@@ -137,16 +143,12 @@ _DIR = click.Path(file_okay=False, path_type=Path)
     help="gRPC address (port 0 picks a free port).",
 )
 @click.option(
-    "--metrics-port",
-    type=click.IntRange(0, 65535),
-    default=None,
-    help="Serve /metrics, /healthz and /readyz over HTTP on this port (0 picks one).",
-)
-@click.option(
     "--metrics-address",
-    default="127.0.0.1",
-    show_default=True,
-    help="Address of the metrics and health server.",
+    metavar="HOST:PORT",
+    callback=host_port_or_off,
+    default=None,
+    help="Serve /metrics, /healthz and /readyz over HTTP at HOST:PORT (port 0 picks a free "
+    "port; 'off': no server, e.g. over a --config value) [default: off].",
 )
 @click.option("--rounds", type=click.IntRange(min=1), required=True, help="Rounds to complete.")
 @click.option(
@@ -327,7 +329,7 @@ def aggregator(**options: Any) -> None:
       fedwarden aggregator --pki-dir ca/ --cert ca/server-tls/tls.crt \\
           --key ca/server-tls/tls.key --listen 127.0.0.1:8443 --rounds 20 \\
           --task digits-logreg --min-available 5 --checkpoint-dir state/ \\
-          --report-jsonl state/report.jsonl --metrics-port 9090
+          --report-jsonl state/report.jsonl --metrics-address 127.0.0.1:9090
     """
     logging.basicConfig(
         level=options["log_level"].upper(),
@@ -354,14 +356,11 @@ def aggregator(**options: Any) -> None:
     except (ValueError, OSError, PKIError) as exc:
         raise click.ClickException(str(exc)) from exc
     if not options["quiet"]:
-        console.print(
-            f"listening on {agg.address}"
-            + (
-                f"; metrics on {options['metrics_address']}:{agg.metrics_port}"
-                if agg.metrics_port is not None
-                else ""
-            )
-        )
+        message = f"listening on {agg.address}"
+        if options["metrics_address"] is not None:
+            host, _port = options["metrics_address"]  # port 0: the one the server picked
+            message += f"; metrics on http://{host_port((host, agg.metrics_port))}/metrics"
+        console.print(message, soft_wrap=True)
     try:
         while (result := agg.wait(0.5)) is None:
             pass
@@ -515,11 +514,6 @@ def _build(options: dict[str, Any]) -> Any:
             )
         )
     can_revoke = tls.pki_dir is not None and (tls.pki_dir / "ca.key").exists()
-    metrics_listen = (
-        None
-        if options["metrics_port"] is None
-        else f"{options['metrics_address']}:{options['metrics_port']}"
-    )
     return Aggregator(
         config,
         pipeline,
@@ -530,5 +524,7 @@ def _build(options: dict[str, Any]) -> Any:
         reporter=make_reporter(reporters) if reporters else Reporter(),
         evaluator=evaluator,
         checkpoint_dir=options["checkpoint_dir"],
-        metrics_listen=metrics_listen,
+        metrics_listen=(
+            None if options["metrics_address"] is None else host_port(options["metrics_address"])
+        ),
     )

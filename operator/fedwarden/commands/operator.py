@@ -9,17 +9,7 @@ from pathlib import Path
 
 import click
 
-
-def _address(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str, int] | None:
-    """``HOST:PORT`` (an IPv6 host in brackets) → ``(host, port)``; ``off`` → ``None``."""
-    if value == "off":
-        return None
-    host, sep, port = value.rpartition(":")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise click.BadParameter(f"{value!r} is not HOST:PORT (e.g. 0.0.0.0:8081) or 'off'")
-    return host, int(port)
+from fedwarden.commands._common import host_port, host_port_or_off
 
 
 @click.command()
@@ -37,10 +27,12 @@ def _address(ctx: click.Context, param: click.Parameter, value: str) -> tuple[st
 )
 @click.option(
     "--metrics-address",
+    metavar="HOST:PORT",
+    callback=host_port_or_off,
     default="0.0.0.0:8081",
     show_default=True,
-    callback=_address,
-    help="Serve Prometheus metrics at HOST:PORT ('off': no metrics server).",
+    help="Serve Prometheus metrics at HOST:PORT (port 0 picks a free port; 'off': no metrics "
+    "server).",
 )
 @click.option(
     "--service-account-dir",
@@ -89,7 +81,10 @@ def operator(
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(name)s %(message)s")
     if metrics_address is not None:
         host, port = metrics_address
-        start_http_server(port, addr=host)
+        server, _thread = start_http_server(port, addr=host)
+        logging.getLogger(__name__).info(
+            "metrics on http://%s/metrics", host_port((host, server.server_port))
+        )
     asyncio.run(
         kopf.operator(
             clusterwide=not namespaces,

@@ -30,8 +30,7 @@ def aggregator_settings(
     to values. Everything the spec decides is here, so the ConfigMap shows what runs; where
     things are inside the pod (paths, addresses) is on the Job's command line."""
     settings: dict[str, Any] = {
-        "metrics_address": "0.0.0.0",
-        "metrics_port": METRICS_PORT,
+        "metrics_address": f"0.0.0.0:{METRICS_PORT}",
         "kubernetes_status": f"{owner.namespace}/{owner.name}",
         "quiet": True,
         "log_level": "info",

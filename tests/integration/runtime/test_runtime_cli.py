@@ -1,15 +1,18 @@
 """``fedwarden aggregator`` and ``fedwarden client`` as processes: help, clean errors, exit codes,
-and a short training between separate processes."""
+the aggregator's metrics server, and a short training between separate processes."""
 
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
+import threading
+import urllib.request
 from pathlib import Path
 
 from click.testing import CliRunner
-from runtime_helpers import RuntimePKI, free_port, make_aggregator
+from runtime_helpers import TIMEOUT, RuntimePKI, free_port, make_aggregator
 
 from fedwarden.cli import main
 
@@ -74,6 +77,41 @@ def test_bad_settings_are_clean_errors(runtime_pki: RuntimePKI) -> None:
     )
     assert result.exit_code == 1
     assert "poisson" in result.output
+
+
+def test_metrics_address_port_0_serves_metrics_where_the_aggregator_says(
+    runtime_pki: RuntimePKI,
+) -> None:
+    aggregator = subprocess.Popen(
+        [*RUN, "aggregator", "--pki-dir", str(runtime_pki.ca_dir), "--listen", "127.0.0.1:0",
+         "--metrics-address", "127.0.0.1:0", "--rounds", "1", "--num-parameters", "4",
+         "--min-available", "2"],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    watchdog = threading.Timer(3 * TIMEOUT, aggregator.kill)  # a bound against hangs
+    watchdog.start()
+    try:
+        assert aggregator.stderr is not None
+        seen = []
+        for line in aggregator.stderr:  # until the start-up message (EOF: it exited)
+            seen.append(line)
+            if found := re.search(r"metrics on (http://127\.0\.0\.1:(\d+))/metrics", line):
+                break
+        else:
+            raise AssertionError("no 'metrics on' line:\n" + "".join(seen))
+        assert int(found.group(2)) != 0  # the port the server picked
+        with urllib.request.urlopen(f"{found.group(1)}/metrics", timeout=TIMEOUT) as response:
+            assert response.status == 200
+            assert "fedwarden_" in response.read().decode()
+        with urllib.request.urlopen(f"{found.group(1)}/readyz", timeout=TIMEOUT) as response:
+            assert response.status == 200
+        aggregator.terminate()
+        assert aggregator.wait(TIMEOUT) == 3  # stopped before the end
+    finally:
+        watchdog.cancel()
+        if aggregator.poll() is None:
+            aggregator.kill()
+            aggregator.wait()
 
 
 def test_processes_train_and_a_revoked_client_exits_3(runtime_pki: RuntimePKI) -> None:
