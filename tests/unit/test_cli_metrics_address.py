@@ -81,19 +81,28 @@ def test_the_aggregator_serves_no_metrics_unless_asked(built: dict[str, Any]) ->
     assert built["metrics_address"] is None
 
 
-def test_the_configmap_address_reaches_the_aggregator_and_off_overrides_it(
+def test_the_jobs_address_reaches_the_aggregator_and_off_overrides_it(
     tmp_path: Path, built: dict[str, Any]
 ) -> None:
     spec = FederatedTraining.model_validate(
         {"spec": {"rounds": 5, "task": {"name": "digits-logreg"}}}
     ).spec
     owner = Owner("FederatedTraining", "mnist", "team-a", "uid-1")
+    # an address inside the pod: on the Job's command line (which the test pod runner rewrites),
+    # not in the ConfigMap
     config_map = aggregator_resources.config_map(owner, spec, population=3)
     config = tmp_path / aggregator_resources.CONFIG_KEY
     config.write_text(config_map["data"][aggregator_resources.CONFIG_KEY])
-    assert json.loads(config.read_text())["metrics_address"] == f"0.0.0.0:{METRICS_PORT}"
+    assert "metrics_address" not in json.loads(config.read_text())
+    command = aggregator_resources.job(owner, spec, config_hash="h")["spec"]["template"]["spec"][
+        "containers"
+    ][0]["command"]
+    address = command[command.index("--metrics-address") + 1]
+    assert address == f"0.0.0.0:{METRICS_PORT}"
 
-    result = CliRunner().invoke(main, ["aggregator", "--config", str(config)])
+    result = CliRunner().invoke(
+        main, ["aggregator", "--config", str(config), "--metrics-address", address]
+    )
     assert result.exit_code == 0, result.output
     assert built["metrics_address"] == ("0.0.0.0", METRICS_PORT)
 

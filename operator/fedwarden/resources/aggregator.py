@@ -30,7 +30,6 @@ def aggregator_settings(
     to values. Everything the spec decides is here, so the ConfigMap shows what runs; where
     things are inside the pod (paths, addresses) is on the Job's command line."""
     settings: dict[str, Any] = {
-        "metrics_address": f"0.0.0.0:{METRICS_PORT}",
         "kubernetes_status": f"{owner.namespace}/{owner.name}",
         "quiet": True,
         "log_level": "info",
@@ -120,6 +119,7 @@ def job(owner: Owner, spec: FederatedTrainingSpec, *, config_hash: str) -> dict[
         "--tls-dir", TLS_DIR,
         "--crl", f"{TRUST_DIR}/crl.pem",
         "--listen", f"0.0.0.0:{GRPC_PORT}",
+        "--metrics-address", f"0.0.0.0:{METRICS_PORT}",
         "--checkpoint-dir", f"{STATE_DIR}/checkpoint",
         "--report-jsonl", f"{STATE_DIR}/report.jsonl",
         "--service-account-dir", SERVICE_ACCOUNT_DIR,
