@@ -7,8 +7,9 @@
 #   base    localhost/fedwarden-base:bookworm, made with debootstrap (minbase + python3,
 #           python3-venv, ca-certificates) and `podman import`; skipped when it exists
 #           (FEDWARDEN_REBUILD_BASE=1 remakes it). No image registry is needed.
-#   wheels  `pip wheel . -w dist/wheels` on the host (the containers cannot reach PyPI); the
-#           host's Python must be the base's (3.11, bookworm)
+#   wheels  `pip wheel '.[all]' -w dist/wheels` on the host (the containers cannot reach PyPI);
+#           the host's Python must be the base's (3.11, bookworm). Each image installs only its
+#           role's extra from them (images/build-venv.sh).
 #   build   ghcr.io/fedwarden/{operator,aggregator,client}:<version> (the chart's and the
 #           operator's default image names), from images/*/Dockerfile with BASE_IMAGE the base
 #   smoke   certificates from `fedwarden pki` on the host, mounted read-only; an aggregator
@@ -82,7 +83,7 @@ make_wheels() {
         exit 1
     fi
     rm -rf dist/wheels
-    timed "pip wheel" "$PYTHON" -m pip wheel --quiet . -w dist/wheels
+    timed "pip wheel" "$PYTHON" -m pip wheel --quiet '.[all]' -w dist/wheels
     log "dist/wheels: $(find dist/wheels -name '*.whl' | wc -l) wheels, $(du -sh dist/wheels | cut -f1)"
 }
 
