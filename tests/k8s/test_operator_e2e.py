@@ -10,6 +10,7 @@ import time
 from typing import Any
 
 import pytest
+from tests.argocd_health import argocd_health
 from tests.k8s.operator_support import (
     REPO,
     client,
@@ -82,6 +83,8 @@ def test_examples_train_to_succeeded_and_survive_restarts_and_deletion(
             "digits-aggregator-tls",
             *(f"site-{i}-tls" for i in range(10)),
         }
+        # Argo CD's health check (examples/gitops/argocd) on the live resource
+        assert argocd_health(training(cp, ns, "digits")).status == "Healthy"
         table = cp.kubectl("get", "ft", "digits", "-n", ns).stdout
         assert "Succeeded" in table
         assert str(final["epsilonSpent"])[:3] in table
@@ -91,6 +94,7 @@ def test_examples_train_to_succeeded_and_survive_restarts_and_deletion(
             if i >= 8:
                 assert status["phase"] == "Banned", (i, status)
                 assert status["banReason"]
+                assert argocd_health(client(cp, ns, f"site-{i}")).status == "Degraded"
             else:
                 assert status["phase"] in ("Active", "Enrolled"), (i, status)
         story = [
@@ -118,6 +122,7 @@ def test_examples_train_to_succeeded_and_survive_restarts_and_deletion(
                 f"site-{i} revoked",
             )
             assert "revoked" in status["message"]
+            assert argocd_health(client(cp, ns, f"site-{i}")).status == "Degraded", status
 
 
 def test_short_lived_certificates_are_renewed_and_the_aggregator_is_confined(
