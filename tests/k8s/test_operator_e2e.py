@@ -122,6 +122,13 @@ def test_examples_train_to_succeeded_and_survive_restarts_and_deletion(
                 f"site-{i} revoked",
             )
             assert "revoked" in status["message"]
+            (ready,) = status["conditions"]
+            assert (ready["type"], ready["status"], ready["reason"]) == (
+                "Ready",
+                "False",
+                "TrainingDeleted",
+            )
+            assert ready["observedGeneration"] == status["observedGeneration"] >= 1
             assert argocd_health(client(cp, ns, f"site-{i}")).status == "Degraded", status
 
 

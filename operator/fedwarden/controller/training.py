@@ -20,7 +20,13 @@ from fedwarden.controller.settings import OperatorSettings
 from fedwarden.k8s import Cluster
 from fedwarden.resources import aggregator, names, network
 from fedwarden.resources.names import Owner
-from fedwarden.resources.status import TrainingState, now_rfc3339, training_status
+from fedwarden.resources.status import (
+    ConditionValue,
+    TrainingState,
+    merge_conditions,
+    now_rfc3339,
+    training_status,
+)
 
 log = logging.getLogger("fedwarden.controller")
 
@@ -191,10 +197,21 @@ def _finalize_training(cluster: Cluster, owner: Owner, settings: OperatorSetting
         name = client["metadata"]["name"]
         cluster.delete("v1", "Secret", names.client_tls_secret_name(name), owner.namespace)
         cluster.delete("batch/v1", "Job", names.client_job_name(name), owner.namespace)
+        message = f"training {owner.name} was deleted; its certificate is revoked"
+        generation = int(client["metadata"].get("generation") or 0)
+        # Ready=False for the current generation: kstatus (Flux) and Argo CD then read the
+        # client as failed, not as "Current" or still in progress.
         status = {
             "phase": "Revoked",
-            "message": f"training {owner.name} was deleted; its certificate is revoked",
+            "message": message,
+            "observedGeneration": generation,
+            "conditions": merge_conditions(
+                (client.get("status") or {}).get("conditions") or [],
+                [ConditionValue("Ready", False, "TrainingDeleted", message)],
+                generation,
+                now_rfc3339(),
+            ),
         }
         cluster.apply_status("FLClient", name, owner.namespace, status)
-        cluster.event(client, "Revoked", status["message"], warning=True)
+        cluster.event(client, "Revoked", message, warning=True)
     cluster.forget(owner.namespace, owner.name)
