@@ -1,5 +1,4 @@
-"""`fedwarden pki` through click's CliRunner (the group is imported directly: `fedwarden.cli`
-imports every command module and may not import while some are still being written)."""
+"""`fedwarden pki` through click's CliRunner (the group is imported directly)."""
 
 from __future__ import annotations
 
