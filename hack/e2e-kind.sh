@@ -4,7 +4,8 @@
 #
 # Needs: kind, kubectl, helm (hack/helm.sh builds one), and Docker or podman with the images
 # ghcr.io/fedwarden/{operator,aggregator,client}:<version> (hack/images.sh builds them with
-# podman; `docker build -f images/<c>/Dockerfile .` after `pip wheel . -w dist/wheels` works too).
+# podman; `docker build -f images/<c>/Dockerfile .` after `pip wheel '.[all]' -w dist/wheels`
+# works too: each image installs its role's extra from those wheels, so they must hold them all).
 #
 # Settings: KIND (default kind), KIND_CLUSTER (default fedwarden), KIND_NODE_IMAGE (default:
 # kind's), KIND_EXPERIMENTAL_PROVIDER=podman to use podman, FEDWARDEN_KEEP_CLUSTER=1 to keep
