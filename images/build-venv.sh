@@ -4,10 +4,11 @@
 #
 # Usage (in images/<role>/Dockerfile): sh /build-venv.sh operator|aggregator|client
 #
-# Each role installs only its extra of pyproject.toml (the core, plus kopf and kubernetes for
-# the operator, the tasks' data sets and kubernetes for the aggregator, the data sets for a
-# client); then what no role runs is deleted, the byte code compiled, pip removed, and the
-# role's modules imported once, so that a missing package fails the build rather than a pod.
+# Each role installs only its extra of pyproject.toml (the core, plus kopf, kubernetes and
+# prometheus-client for the operator; the pipeline, the tasks' data sets, gRPC, kubernetes and
+# prometheus-client for the aggregator; the pipeline, the data sets and gRPC for a client); then
+# what no role runs is deleted, the byte code compiled, pip removed, and the role's modules
+# imported once, so that a missing package fails the build rather than a pod.
 set -eu
 role="$1"
 venv=/opt/fedwarden

@@ -36,7 +36,7 @@ SUBCOMMANDS: dict[str, Subcommand] = {
     "bench": Subcommand(
         "fedwarden.commands.bench:bench",
         "Benchmarks of fedwarden side by side with Flower, in one run on the same inputs.",
-        "tasks",
+        "all",
     ),
     "client": Subcommand(
         "fedwarden.commands.client:client",
@@ -51,7 +51,7 @@ SUBCOMMANDS: dict[str, Subcommand] = {
     "demo": Subcommand(
         "fedwarden.commands.demo:demo",
         "Run a secure federated training between processes on 127.0.0.1, under attack.",
-        "tasks",
+        "all",
     ),
     "operator": Subcommand(
         "fedwarden.commands.operator:operator",
@@ -66,7 +66,7 @@ SUBCOMMANDS: dict[str, Subcommand] = {
     "privacy": Subcommand(
         "fedwarden.commands.privacy:privacy",
         "Privacy calculator: ε for a noise multiplier, or the noise for a target ε.",
-        None,
+        "pipeline",
     ),
     "simulate": Subcommand(
         "fedwarden.commands.simulate:simulate",
@@ -75,9 +75,22 @@ SUBCOMMANDS: dict[str, Subcommand] = {
     ),
 }
 
-OPTIONAL_MODULES = frozenset({"sklearn", "mnist1d", "kopf", "kubernetes"})
-"""The top-level modules (import names) of the packages the extras bring, and fedwarden imports.
-A subcommand stopped because one is missing needs its extra; a module outside this list and
+OPTIONAL_MODULES = frozenset(
+    {
+        "dp_accounting",
+        "google",
+        "grpc",
+        "kopf",
+        "kubernetes",
+        "mnist1d",
+        "numpy",
+        "prometheus_client",
+        "sklearn",
+    }
+)
+"""The top-level modules (import names: scikit-learn's is sklearn, protobuf's google) of the
+packages the extras bring and fedwarden imports; a test keeps the list complete. A subcommand
+stopped because one is missing needs its extra; a module outside this list and
 :data:`MODULE_EXTRAS` is a bug or a broken install, and keeps its traceback."""
 
 MODULE_EXTRAS = {"flwr": "flower"}

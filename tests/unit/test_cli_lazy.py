@@ -113,6 +113,9 @@ def _run_without(module: str, *args: str) -> subprocess.CompletedProcess[str]:
 @pytest.mark.parametrize(
     ("missing", "args", "extra"),
     [
+        # imported with the command's module
+        ("dp_accounting", ["privacy", "epsilon", "-q", "0.01", "-T", "10", "-s", "1"], "pipeline"),
+        ("grpc", ["demo"], "all"),
         # imported when the command runs
         ("sklearn", ["simulate", "--rounds", "1"], "tasks"),
         ("kopf", ["operator"], "operator"),
