@@ -7,26 +7,11 @@ import json
 from pathlib import Path
 from typing import Any
 
-import click
 import pytest
 import yaml
 from click.testing import CliRunner
 
 from fedwarden.cli import main
-from fedwarden.commands import aggregator as command
-
-
-@pytest.fixture
-def built(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
-    """The options ``_build`` receives; the command stops there (exit 0)."""
-    captured: dict[str, Any] = {}
-
-    def build(options: dict[str, Any]) -> Any:
-        captured.update(options)
-        raise click.exceptions.Exit(0)
-
-    monkeypatch.setattr(command, "_build", build)
-    return captured
 
 
 def invoke(*args: str) -> Any:

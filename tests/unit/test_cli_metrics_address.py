@@ -8,13 +8,11 @@ import json
 from pathlib import Path
 from typing import Any
 
-import click
 import pytest
 from click.testing import CliRunner
 
 from fedwarden.api import FederatedTraining
 from fedwarden.cli import main
-from fedwarden.commands import aggregator as aggregator_command
 from fedwarden.commands._common import host_port, host_port_or_off
 from fedwarden.resources import aggregator as aggregator_resources
 from fedwarden.resources.names import METRICS_PORT, Owner
@@ -60,19 +58,6 @@ def test_the_aggregator_has_no_metrics_port_option() -> None:
     assert result.exit_code == 2
     assert "No such option" in result.output
     assert "--metrics-address" in result.output  # click suggests it
-
-
-@pytest.fixture
-def built(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
-    """The options the aggregator's ``_build`` receives; the command stops there (exit 0)."""
-    captured: dict[str, Any] = {}
-
-    def build(options: dict[str, Any]) -> Any:
-        captured.update(options)
-        raise click.exceptions.Exit(0)
-
-    monkeypatch.setattr(aggregator_command, "_build", build)
-    return captured
 
 
 def test_the_aggregator_serves_no_metrics_unless_asked(built: dict[str, Any]) -> None:
