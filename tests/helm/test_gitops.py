@@ -3,7 +3,6 @@ accepts what it renders (server-side dry run)."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -22,25 +21,14 @@ pytestmark = pytest.mark.slow
 Helm = Callable[..., subprocess.CompletedProcess[str]]
 
 
-def _kubectl() -> Path:
-    out = subprocess.run(
-        ["bash", str(REPO / "hack" / "control-plane.sh"), "--print-dir"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
-    kubectl = Path(out) / "bin" / "kubectl"
-    if not os.access(kubectl, os.X_OK):
-        message = f"{kubectl} is missing: run `bash hack/control-plane.sh`"
-        if os.environ.get("CI"):
-            pytest.fail(f"{message} (CI is set)", pytrace=False)
-        pytest.skip(message)
-    return kubectl
+@pytest.fixture(scope="module")
+def kubectl(control_plane_binaries: dict[str, Path]) -> Path:
+    return control_plane_binaries["kubectl"]
 
 
-def _kustomize(path: Path) -> list[dict[str, Any]]:
+def _kustomize(kubectl: Path, path: Path) -> list[dict[str, Any]]:
     out = subprocess.run(
-        [str(_kubectl()), "kustomize", str(path)], capture_output=True, text=True, check=False
+        [str(kubectl), "kustomize", str(path)], capture_output=True, text=True, check=False
     )
     assert out.returncode == 0, out.stderr
     return [d for d in yaml.safe_load_all(out.stdout) if d]
@@ -82,8 +70,8 @@ def test_rendered_operator_is_current(helm: Helm) -> None:
     )
 
 
-def test_kustomize_renders_crds_operator_and_training() -> None:
-    docs = _kustomize(GITOPS)
+def test_kustomize_renders_crds_operator_and_training(kubectl: Path) -> None:
+    docs = _kustomize(kubectl, GITOPS)
     kinds = [d["kind"] for d in docs]
     assert kinds.count("CustomResourceDefinition") == 2
     assert kinds.count("FederatedTraining") == 1
@@ -106,7 +94,7 @@ def test_kustomize_renders_crds_operator_and_training() -> None:
 
 @pytest.mark.k8s
 def test_kustomize_output_passes_server_dry_run(
-    control_plane: ControlPlane, kube_namespace: str
+    control_plane: ControlPlane, kube_namespace: str, kubectl: Path
 ) -> None:
     cp = control_plane
     # the CRDs for real (custom resources cannot be dry-run without them), the rest dry-run
@@ -121,7 +109,7 @@ def test_kustomize_output_passes_server_dry_run(
     for name in ("federatedtrainings.fedwarden.io", "flclients.fedwarden.io"):
         cp.kubectl("wait", "--for=condition=Established", f"crd/{name}", "--timeout=60s")
     docs = []
-    for d in _kustomize(GITOPS):
+    for d in _kustomize(kubectl, GITOPS):
         if d["kind"] in ("Namespace", "CustomResourceDefinition"):
             continue
         # the tree's namespaces (fedwarden-system, fl-demo) become the test's

@@ -5,7 +5,6 @@ every phase of a FederatedTraining and of an FLClient, no status yet, a stale st
 from __future__ import annotations
 
 import copy
-import os
 import subprocess
 from pathlib import Path
 from typing import Any, cast
@@ -25,7 +24,6 @@ from fedwarden.resources.status import (
     merge_conditions,
     training_status,
 )
-from fedwarden.testing.controlplane import ControlPlaneBinariesMissing, find_binaries
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE_TRAINING = yaml.safe_load((REPO / "examples" / "training.yaml").read_text())
@@ -379,13 +377,9 @@ def test_patch_holds_one_health_check_per_kind_for_argocd_cm() -> None:
     ]
 
 
-def _kubectl() -> Path:
-    try:
-        return find_binaries()["kubectl"]
-    except ControlPlaneBinariesMissing as e:
-        if os.environ.get("CI"):
-            pytest.fail(f"{e} (CI is set)", pytrace=False)
-        pytest.skip(str(e))
+@pytest.fixture(scope="module")
+def kubectl(control_plane_binaries: dict[str, Path]) -> Path:
+    return control_plane_binaries["kubectl"]
 
 
 ARGOCD_CM: dict[str, Any] = {
@@ -402,11 +396,11 @@ def _merged_into_argocd_cm(configmap: dict[str, Any]) -> None:
     assert configmap["metadata"]["labels"] == ARGOCD_CM["metadata"]["labels"]
 
 
-def test_kubectl_patch_merges_the_keys_into_argocd_cm(tmp_path: Path) -> None:
+def test_kubectl_patch_merges_the_keys_into_argocd_cm(tmp_path: Path, kubectl: Path) -> None:
     """The command docs/gitops.md gives, on a local argocd-cm (``--local``)."""
     (tmp_path / "argocd-cm.yaml").write_text(yaml.safe_dump(ARGOCD_CM))
     out = subprocess.run(
-        [str(_kubectl()), "patch", "--local", "-f", str(tmp_path / "argocd-cm.yaml"),
+        [str(kubectl), "patch", "--local", "-f", str(tmp_path / "argocd-cm.yaml"),
          "--patch-file", str(ARGOCD_CM_PATCH), "-o", "yaml"],
         capture_output=True, text=True, check=False,
     )  # fmt: skip
@@ -415,7 +409,9 @@ def test_kubectl_patch_merges_the_keys_into_argocd_cm(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("argocd_namespace", ["argocd", None])
-def test_kustomize_patches_argocd_cm_with_it(tmp_path: Path, argocd_namespace: str | None) -> None:
+def test_kustomize_patches_argocd_cm_with_it(
+    tmp_path: Path, kubectl: Path, argocd_namespace: str | None
+) -> None:
     """As a `patches:` entry of the kustomization that installs Argo CD, whether its argocd-cm
     carries the namespace or the kustomization sets it."""
     configmap = copy.deepcopy(ARGOCD_CM)
@@ -434,7 +430,7 @@ def test_kustomize_patches_argocd_cm_with_it(tmp_path: Path, argocd_namespace: s
     }
     (tmp_path / "kustomization.yaml").write_text(yaml.safe_dump(kustomization))
     out = subprocess.run(
-        [str(_kubectl()), "kustomize", str(tmp_path)], capture_output=True, text=True, check=False
+        [str(kubectl), "kustomize", str(tmp_path)], capture_output=True, text=True, check=False
     )
     assert out.returncode == 0, out.stderr
     _merged_into_argocd_cm(yaml.safe_load(out.stdout))

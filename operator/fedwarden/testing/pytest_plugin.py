@@ -4,9 +4,11 @@ Enable with ``-p fedwarden.testing.pytest_plugin`` (this repository has it in py
 ``addopts``) or ``pytest_plugins = ["fedwarden.testing.pytest_plugin"]`` in the top-level
 conftest.py.
 
-* ``control_plane`` (session): a started :class:`~fedwarden.testing.controlplane.ControlPlane`.
-  When the binaries are missing the test is skipped, except under CI (env ``CI`` set), where it
-  fails: run ``bash hack/control-plane.sh`` first.
+* ``control_plane_binaries`` (session): the paths of etcd, kube-apiserver,
+  kube-controller-manager and kubectl built by ``bash hack/control-plane.sh``. When they are
+  missing the test is skipped, except under CI (env ``CI`` set), where it fails.
+* ``control_plane`` (session): a started :class:`~fedwarden.testing.controlplane.ControlPlane`
+  on those binaries.
 * ``pod_runner`` (session): a started :class:`~fedwarden.testing.podrunner.PodRunner` on it.
 * ``kube_namespace`` (function): a fresh namespace name (with its ``default`` service account
   ready); deleted after the test, without waiting for it to be gone.
@@ -20,10 +22,11 @@ import os
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
-from fedwarden.testing.controlplane import ControlPlane, ControlPlaneBinariesMissing
+from fedwarden.testing.controlplane import ControlPlane, ControlPlaneBinariesMissing, find_binaries
 from fedwarden.testing.podrunner import PodRunner
 
 
@@ -32,13 +35,18 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 @pytest.fixture(scope="session")
-def control_plane() -> Iterator[ControlPlane]:
+def control_plane_binaries() -> dict[str, Path]:
     try:
-        cp = ControlPlane(keep=bool(os.environ.get("FEDWARDEN_KEEP_CONTROL_PLANE")))
+        return find_binaries()
     except ControlPlaneBinariesMissing as e:
         if os.environ.get("CI"):
             pytest.fail(f"{e} (CI is set: the k8s tests must not be skipped)", pytrace=False)
         pytest.skip(str(e))
+
+
+@pytest.fixture(scope="session")
+def control_plane(control_plane_binaries: dict[str, Path]) -> Iterator[ControlPlane]:
+    cp = ControlPlane(keep=bool(os.environ.get("FEDWARDEN_KEEP_CONTROL_PLANE")))
     with cp:
         yield cp
 
