@@ -189,10 +189,19 @@ def scale(updates: np.ndarray) -> float:
 
 
 def score_tolerance(updates: np.ndarray) -> float:
-    """How close two Krum scores must be to count as a tie under float64 rounding."""
+    """How close two Krum scores must be to count as a tie under the rounding of our products.
+
+    float64 updates are multiplied in float64; float32 updates in float32 over slices of at most
+    128 coordinates, summed in float64 (pipeline/aggregators/_gram.py), so a distance may be off
+    by about ``slice · 2⁻²⁴`` of the squared spread, and a score by ``n`` of those.
+    """
     xs = np.asarray(updates, dtype=np.float64)
     spread = float(((xs - xs.mean(axis=0)) ** 2).sum(axis=1).max())
-    return 1e-9 * len(xs) * max(spread, 1e-300)
+    if np.asarray(updates).dtype == np.float32:
+        relative = 4.0 * min(xs.shape[1], 128) * 2.0**-24
+    else:
+        relative = 1e-9
+    return relative * len(xs) * max(spread, 1e-300)
 
 
 def dnc_kept_sets(updates: np.ndarray, filter_fraction: float) -> list[list[int]]:

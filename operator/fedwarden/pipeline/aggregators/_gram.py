@@ -10,6 +10,17 @@ Why centred: the expansion ``‖x_i‖² + ‖x_j‖² − 2 x_i·x_j`` cancels 
 updates share a large offset (float32 with offset 1e4 over 1e6 coordinates loses every digit of
 the differences). Subtracting ``μ`` column by column *before* the product keeps the entries of
 ``G`` on the scale of the spread between updates, which is what the distances measure.
+
+Precision: float64 updates are multiplied in float64. For float32 updates the centre is their
+float32 column mean and each product is float32 over a slice of columns, accumulated across
+slices in float64 (:mod:`._products`): slices of at most 128 coordinates up to about 64 clients,
+one block (about 4 MiB / 8n coordinates, 5,000 at n = 100) beyond. The centre only has to be near
+the data: any centre gives the same distances, and ``x − μ`` is then exact in float32 (Sterbenz),
+so centring adds no error. What remains is one float32 dot product per slice, off by at most
+``width · 2⁻²⁴`` of the slice's ``Σ |z_i z_j|`` (typically ``√width · 2⁻²⁴``, 7e-7 for 128) on
+entries of the size of the spread, where one float32 accumulation over ``d`` uncentred
+coordinates loses the whole distance. The inputs carry no more than float32 precision, and the
+float32 product halves the time of the Gram matrix, which is most of Krum's (benchmarks/README.md).
 """
 
 from __future__ import annotations
@@ -84,9 +95,10 @@ def _augmented_gram(updates: npt.NDArray[np.floating], blocks: Sequence[slice]) 
     fifth of the whole).
     """
     n = updates.shape[0]
+    dtype = np.float32 if updates.dtype == np.float32 else np.float64
     total = np.zeros((n + 1, n + 1))
     for columns in blocks:
-        block = np.empty((n + 1, columns.stop - columns.start))
+        block = np.empty((n + 1, columns.stop - columns.start), dtype=dtype)
         centred, mean = block[:n], block[n]
         centred[...] = updates[:, columns]
         centred.mean(axis=0, out=mean)

@@ -15,9 +15,12 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
+FloatArray = npt.NDArray[np.floating]
 Float64Array = npt.NDArray[np.float64]
 
 SINGLE_THREAD_PRODUCT = 2**18
+#: The longest float32 dot product accumulated in float32 before the float64 sum (see _gram).
+FLOAT32_SLICE = 128
 _MIN_SLICE = 16
 
 
@@ -25,17 +28,23 @@ def _slice_width(others: int, length: int) -> int:
     return min(max(SINGLE_THREAD_PRODUCT // max(others, 1), _MIN_SLICE), length)
 
 
-def gram(block: Float64Array) -> Float64Array:
-    """``block @ block.T`` for an ``(n, width)`` block."""
+def gram(block: FloatArray) -> Float64Array:
+    """``block @ block.T`` for an ``(n, width)`` block, summed over its slices in float64.
+
+    Each slice's product is in the block's dtype; float32 slices are kept short (see
+    :mod:`._gram` for the error bound).
+    """
     n, width = block.shape
     step = _slice_width(n * n, width)
+    if block.dtype == np.float32:
+        step = min(step, FLOAT32_SLICE)
     if step < n:
         # Beyond n ≈ 64 every useful slice exceeds the threshold; the stacked n × n results would
         # also outgrow the block. One product, big enough to pay for OpenBLAS's threads.
-        return block @ block.T
+        return np.asarray(block @ block.T, dtype=np.float64)
     whole = width - width % step
     slices = block[:, :whole].reshape(n, whole // step, step).transpose(1, 0, 2)
-    out: Float64Array = (slices @ slices.transpose(0, 2, 1)).sum(axis=0)
+    out: Float64Array = (slices @ slices.transpose(0, 2, 1)).sum(axis=0, dtype=np.float64)
     rest = block[:, whole:]
     out += rest @ rest.T
     return out
