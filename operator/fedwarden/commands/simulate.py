@@ -90,6 +90,14 @@ def _choice(values: tuple[str, ...]) -> click.Choice[str]:
     "alie z, sybil lam, backdoor target/trigger_size/poison_fraction/boost.",
 )
 @click.option(
+    "--attacker-examples",
+    "attacker_claimed_examples",
+    type=click.IntRange(min=1),
+    default=None,
+    help="How many training examples each attacker claims [default: its true count]; "
+    "count-weighted FedAvg trusts it, the robust rules ignore it.",
+)
+@click.option(
     "--free-riders",
     type=click.IntRange(min=0),
     default=2,
@@ -241,6 +249,7 @@ def _build_config(options: dict[str, Any]) -> Any:
         attackers=options["attackers"],
         attack=options["attack"],
         attack_params=options["attack_params"],
+        attacker_claimed_examples=options["attacker_claimed_examples"],
         free_riders=options["free_riders"],
         free_rider_kind=options["free_rider_kind"],
         partition=options["partition"],
@@ -282,6 +291,8 @@ def _print_result(result: Any) -> None:
         if cfg.attack_params
         else ""
     )
+    if cfg.attacker_claimed_examples is not None:
+        attack += f", claiming {cfg.attacker_claimed_examples} examples each"
 
     table = Table(title="fedwarden simulate", show_header=False)
     table.add_column("", style="bold")

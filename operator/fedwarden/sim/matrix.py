@@ -64,6 +64,9 @@ class AttackColumn:
     attack: str
     params: Mapping[str, float] = field(default_factory=dict)
     description: str = ""
+    #: training examples each attacker reports (``None``: its true count); see
+    #: :attr:`~fedwarden.sim.runner.SimulationConfig.attacker_claimed_examples`
+    claimed_examples: int | None = None
 
     def __post_init__(self) -> None:
         if self.attack not in ATTACKS:
@@ -81,9 +84,18 @@ ATTACK_COLUMNS: tuple[AttackColumn, ...] = (
     AttackColumn("sybil", "sybil", {}, "identical Krum-tailored vectors (Shejwalkar et al. 2021)"),
     AttackColumn("label-flip", "label-flip", {}, "trains on l → 9 − l (Tolpegin et al. 2020)"),
     AttackColumn("backdoor", "backdoor", {}, "trigger → class 0, half its data (Bagdasaryan 2020)"),
+    AttackColumn(
+        "inflated-counts",
+        "sign-flip",
+        {},
+        "sign-flip, each attacker claiming 10,000 examples (honest clients hold about 54)",
+        claimed_examples=10_000,
+    ),
 )
 """The default columns: no attack, the five model-poisoning attacks (IPM twice: the paper's
-small ε and the large-ε scaling variant) and the two data-poisoning attacks."""
+small ε and the large-ε scaling variant), the two data-poisoning attacks, and sign-flip by
+attackers that inflate the sample counts they report (a client reports its own
+``num_examples``, so a rule that weights by it hands influence to whoever claims most)."""
 
 
 @dataclass(frozen=True)
@@ -245,6 +257,7 @@ class MatrixConfig:
             attackers=self.attackers,
             attack=attack.attack,
             attack_params=dict(attack.params),
+            attacker_claimed_examples=attack.claimed_examples,
             free_riders=0,
             partition="dirichlet",
             alpha=self.alpha,
@@ -299,6 +312,7 @@ class MatrixConfig:
                     "name": a.name,
                     "attack": a.attack,
                     "params": dict(a.params),
+                    "claimed_examples": a.claimed_examples,
                     "description": a.description,
                 }
                 for a in self.attacks

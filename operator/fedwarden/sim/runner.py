@@ -76,6 +76,9 @@ class SimulationConfig:
             behave honestly.
         attack_params: parameters of the attack, e.g. ``{"eps": 0.5}`` for ``ipm``
             (:func:`~fedwarden.sim.attacks.attack_parameters` lists them).
+        attacker_claimed_examples: how many training examples each attacker reports, ``None``
+            for its true count. A client reports its own ``num_examples``; this is the weight a
+            count-weighted rule (FedAvg) gives it, and an attacker inflates it at will.
         free_riders: how many of the clients are free riders (disjoint from the attackers).
         free_rider_kind: one of :data:`~fedwarden.sim.freeriders.FREE_RIDERS`.
         partition: ``iid``, ``dirichlet`` (label skew, Hsu et al. 2019) or ``shards``
@@ -113,6 +116,7 @@ class SimulationConfig:
     attackers: int = 5
     attack: str = "alie"
     attack_params: Mapping[str, float] = field(default_factory=dict)
+    attacker_claimed_examples: int | None = None
     free_riders: int = 2
     free_rider_kind: str = "replay-noise"
     partition: str = "dirichlet"
@@ -144,6 +148,10 @@ class SimulationConfig:
             raise ValueError(
                 f"{self.attackers} attackers + {self.free_riders} free riders leave no honest "
                 f"client among {self.clients}"
+            )
+        if self.attacker_claimed_examples is not None and self.attacker_claimed_examples < 1:
+            raise ValueError(
+                f"attacker_claimed_examples must be >= 1, got {self.attacker_claimed_examples}"
             )
         if self.seed < 0:
             raise ValueError(f"seed must be >= 0, got {self.seed}")
@@ -493,7 +501,11 @@ def run_simulation(
             updates[i] = free_rider_update(config.free_rider_kind, last_delta, rng=attack_rng)
         cohort_ids = [ids[i] for i in cohort]
         matrix = np.stack([updates[i] for i in cohort]).astype(np.float32, copy=False)
-        weights = np.array([len(parts[i]) for i in cohort], dtype=np.float64)
+        claimed = config.attacker_claimed_examples
+        weights = np.array(
+            [claimed if claimed and i in attacker_idx else len(parts[i]) for i in cohort],
+            dtype=np.float64,
+        )
         try:
             res = pipe.run_round(
                 matrix, cohort_ids, weights=weights, sample_rate=config.sample_rate

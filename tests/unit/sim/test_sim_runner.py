@@ -70,6 +70,35 @@ def test_plain_fedavg_is_hurt_by_model_poisoning(
     assert result.final_accuracy < clean_accuracy - 0.3
 
 
+def test_inflated_sample_counts_buy_influence_only_where_counts_are_trusted(
+    digits, clean_accuracy: float
+) -> None:  # type: ignore[no-untyped-def]
+    recommended = PipelineConfig.recommended()
+    trusting = dataclasses.replace(recommended, aggregator="fedavg", aggregator_params={})
+    # −1 × own update: not an outlier by norm, so only the weight decides.
+    config = dataclasses.replace(
+        SMALL, attackers=2, attack="sign-flip", attack_params={"scale": 1.0}, rounds=10
+    )
+    inflated = dataclasses.replace(config, attacker_claimed_examples=10_000)
+    # Clipping keeps honest-count FedAvg learning: two of ten clients weigh a fifth.
+    assert (
+        run_simulation(
+            dataclasses.replace(config, pipeline=trusting), dataset=digits
+        ).final_accuracy
+        > 0.7
+    )
+    # Claiming 10,000 examples against about 130 each, the two take over the weighted mean...
+    captured = run_simulation(dataclasses.replace(inflated, pipeline=trusting), dataset=digits)
+    assert captured.final_accuracy < 0.3
+    # ...and change nothing for a rule that ignores the counts: the same run, bit for bit.
+    robust = [
+        run_simulation(dataclasses.replace(c, pipeline=recommended), dataset=digits)
+        for c in (config, inflated)
+    ]
+    assert robust[0].final_accuracy > 0.7
+    assert [r.accuracy for r in robust[0].rounds] == [r.accuracy for r in robust[1].rounds]
+
+
 def test_same_seed_same_run_other_seed_other_run(digits) -> None:  # type: ignore[no-untyped-def]
     config = dataclasses.replace(SMALL, attackers=2, attack="alie", rounds=3)
     a, b = run_simulation(config, dataset=digits), run_simulation(config, dataset=digits)
@@ -214,6 +243,7 @@ def test_dataset_must_match_the_config(digits) -> None:  # type: ignore[no-untyp
         ({"seed": -1}, "seed"),
         ({"lr": -1.0}, "lr"),
         ({"free_rider_kind": "lazy"}, "unknown free-rider kind"),
+        ({"attacker_claimed_examples": 0}, "attacker_claimed_examples must be >= 1"),
     ],
 )
 def test_bad_configurations_are_refused(changes: dict[str, object], message: str) -> None:
