@@ -174,6 +174,7 @@ def default_defences(f: int = 5) -> tuple[Defence, ...]:
             _full("trimmed-mean", beta=0.1, **spectral),
             "DnC drops ⌊0.2·n⌋, β=0.1",
         ),
+        Defence("dnc+median", _full("median", **spectral), "DnC drops ⌊0.2·n⌋"),
         Defence("recommended", PipelineConfig.recommended(), "PipelineConfig.recommended()"),
     )
 
