@@ -28,6 +28,7 @@ Counters, with the ``reason`` label taking the codes of docs/runtime.md:
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 from collections import Counter as TallyCounter
 from collections.abc import Callable
@@ -140,9 +141,17 @@ class AggregatorMetrics:
             return self.tally.get((metric, reason), 0)
 
 
+class _IPv6HTTPServer(ThreadingHTTPServer):
+    address_family = socket.AF_INET6
+
+
 class HealthServer:
     """``/healthz`` (the process serves), ``/readyz`` (the gRPC server accepts clients and the
-    state is restored) and ``/metrics`` over plain HTTP on its own port."""
+    state is restored) and ``/metrics`` over plain HTTP on its own port.
+
+    ``address`` is an IPv4 or IPv6 address (``::`` listens on both where the node allows it) or
+    a host name, without brackets.
+    """
 
     def __init__(
         self,
@@ -182,7 +191,8 @@ class HealthServer:
         self.registry = registry
         self.healthy = healthy
         self.ready = ready
-        self.httpd = ThreadingHTTPServer((address, port), Handler)
+        server_class = _IPv6HTTPServer if ":" in address else ThreadingHTTPServer
+        self.httpd = server_class((address, port), Handler)
         self.httpd.daemon_threads = True
         self.port = int(self.httpd.server_address[1])
         self._thread = threading.Thread(

@@ -366,7 +366,7 @@ class Aggregator:
         if self.metrics_listen is not None:
             host, _, mport = self.metrics_listen.rpartition(":")
             self._health = HealthServer(
-                host or "127.0.0.1",
+                host.strip("[]") or "127.0.0.1",
                 int(mport),
                 self.metrics.registry,
                 healthy=lambda: self._loop is not None and not self._loop.is_closed(),
