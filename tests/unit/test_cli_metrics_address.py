@@ -96,3 +96,17 @@ def test_the_jobs_address_reaches_the_aggregator_and_off_overrides_it(
     )
     assert result.exit_code == 0, result.output
     assert built["metrics_address"] is None
+
+
+@pytest.mark.parametrize(
+    ("args", "option"),
+    [
+        (["aggregator", "--listen", "8443"], "--listen"),
+        (["aggregator", "--listen", "[::]:https"], "--listen"),
+    ],
+)
+def test_listen_uses_the_same_parser(args: list[str], option: str) -> None:
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 2, result.output
+    assert f"Invalid value for '{option}'" in result.output
+    assert f"{args[-1]!r} is not HOST:PORT" in result.output

@@ -188,6 +188,11 @@ def _tls_server(tmp_path):
         listener.close()
 
 
+def test_check_endpoint_must_be_host_port(run, ca_dir):
+    result = run("check", "--endpoint", "aggregator:99999", "--ca", f"{ca_dir}/ca.crt", code=2)
+    assert "Invalid value for --endpoint: 'aggregator:99999' is not HOST:PORT" in result.output
+
+
 def test_check_endpoint(run, ca_dir, tmp_path):
     run("server", "--ca-dir", ca_dir, "--dns", "localhost", "--ip", "127.0.0.1", "--out", "srv")
     run("issue", "--ca-dir", ca_dir, "--client", "site-1", "--out", "c1")

@@ -55,6 +55,17 @@ def _parse_value(raw: str) -> Any:
         return raw
 
 
+def parse_host_port(value: str) -> tuple[str, int]:
+    """``HOST:PORT`` -> ``(host, port)``; an IPv6 host in brackets (``[::1]:8443``), returned
+    without them. Raises ``ValueError`` for anything else."""
+    host, sep, port = value.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise ValueError(f"{value!r} is not HOST:PORT")
+    return host, int(port)
+
+
 def host_port_or_off(
     ctx: click.Context, param: click.Parameter, value: str | None
 ) -> tuple[str, int] | None:
@@ -64,14 +75,12 @@ def host_port_or_off(
     no server."""
     if value is None or value == "off":
         return None
-    host, sep, port = value.rpartition(":")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    if not sep or not host or not port.isdigit() or int(port) > 65535:
+    try:
+        return parse_host_port(value)
+    except ValueError as exc:
         raise click.BadParameter(
-            f"{value!r} is not HOST:PORT (e.g. 0.0.0.0:9090; port 0 picks a free port) or 'off'"
-        )
-    return host, int(port)
+            f"{exc} (e.g. 0.0.0.0:9090; port 0 picks a free port) or 'off'"
+        ) from exc
 
 
 def host_port(address: tuple[str, int]) -> str:

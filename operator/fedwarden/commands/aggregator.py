@@ -23,6 +23,7 @@ from fedwarden.commands._common import (
     host_port,
     host_port_or_off,
     json_option,
+    parse_host_port,
 )
 from fedwarden.commands._pipeline_options import (
     effective_sampling,
@@ -39,11 +40,13 @@ EXIT_STOPPED = 3
 
 
 def _address(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """``--listen``: checked, then kept as written (gRPC takes ``HOST:PORT`` itself)."""
     if value is None:
         return None
-    host, sep, port = value.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise click.BadParameter(f"{value!r} is not HOST:PORT (for example 127.0.0.1:8443)")
+    try:
+        parse_host_port(value)
+    except ValueError as exc:
+        raise click.BadParameter(f"{exc} (for example 127.0.0.1:8443 or [::]:8443)") from exc
     return value
 
 

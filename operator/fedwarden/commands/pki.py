@@ -18,7 +18,12 @@ import click
 from cryptography import x509
 from rich.markup import escape
 
-from fedwarden.commands._common import emit_json, json_option, stdout_console
+from fedwarden.commands._common import (
+    emit_json,
+    json_option,
+    parse_host_port,
+    stdout_console,
+)
 from fedwarden.pki import (
     DEFAULT_TRUST_DOMAIN,
     KEY_ALGORITHMS,
@@ -416,10 +421,10 @@ def rotate_ca(ca_dir: Path, finish: bool, days: int, as_json: bool) -> None:
 
 
 def _parse_endpoint(value: str) -> tuple[str, int]:
-    host, sep, port = value.rpartition(":")
-    if not sep or not host or not port.isdigit():
-        raise click.BadParameter(f"{value!r} is not HOST:PORT", param_hint="--endpoint")
-    return host.strip("[]"), int(port)
+    try:
+        return parse_host_port(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--endpoint") from exc
 
 
 @pki.command("check")
