@@ -173,3 +173,17 @@ def test_centered_clip_moves_at_most_tau_per_iteration_from_the_origin() -> None
     for iterations in (1, 3):
         out = aggregators.get("centered-clip", tau=0.5, iterations=iterations)(updates)
         assert np.linalg.norm(out) <= 0.5 * iterations * (1 + 1e-6)
+
+
+def test_distances_survive_updates_whose_squares_overflow_float32() -> None:
+    # |x| ~ 1e25: every square overflows float32 (max 3.4e38); the Gram matrix falls back to
+    # float64 products, and Krum still picks the brute-force answer.
+    rng = np.random.default_rng(4)
+    updates = (1e25 * (1.0 + 1e-2 * rng.standard_normal((7, 16)))).astype(np.float32)
+    updates[0] *= -1.0
+    f = 1
+    best = int(np.argmin(ref.krum_scores(ref.rows(updates), f)))
+    assert best != 0
+    np.testing.assert_array_equal(aggregators.get("krum", f=f)(updates), updates[best])
+    out = aggregators.get("centered-clip", tau=1e24)(updates)
+    assert np.isfinite(out).all()

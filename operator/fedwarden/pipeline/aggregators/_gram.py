@@ -21,6 +21,7 @@ so centring adds no error. What remains is one float32 dot product per slice, of
 entries of the size of the spread, where one float32 accumulation over ``d`` uncentred
 coordinates loses the whole distance. The inputs carry no more than float32 precision, and the
 float32 product halves the time of the Gram matrix, which is most of Krum's (benchmarks/README.md).
+Updates beyond about 1e19, whose squares overflow float32, are multiplied again in float64.
 """
 
 from __future__ import annotations
@@ -49,9 +50,11 @@ class Geometry:
     @classmethod
     def of(cls, updates: npt.NDArray[np.floating]) -> Geometry:
         """The geometry of the rows of ``updates``, centred at their column mean."""
-        n, d = updates.shape
-        halves = in_halves(functools.partial(_augmented_gram, updates), n + 1, d)
-        total = functools.reduce(np.add, halves)  # in column order: reproducible bits
+        n = updates.shape[0]
+        total = _total(updates, np.float32 if updates.dtype == np.float32 else np.float64)
+        if not np.isfinite(total).all():
+            # The updates are finite (validated), so float32 overflowed: |x| beyond ~1e19.
+            total = _total(updates, np.float64)
         return cls(total[:n, :n].copy(), total[:n, n].copy(), float(total[n, n]))
 
     def mixed(self, mixing: Float64Array) -> Geometry:
@@ -88,20 +91,31 @@ class Geometry:
         return np.maximum(distances, 0.0)
 
 
-def _augmented_gram(updates: npt.NDArray[np.floating], blocks: Sequence[slice]) -> Float64Array:
-    """Over ``blocks``, the Gram matrix of the centred rows with the column mean appended.
+def _total(updates: npt.NDArray[np.floating], dtype: type[np.floating]) -> Float64Array:
+    n, d = updates.shape
+    halves = in_halves(functools.partial(_augmented_gram, updates, dtype), n + 1, d)
+    total: Float64Array = functools.reduce(np.add, halves)  # in column order: reproducible bits
+    return total
+
+
+def _augmented_gram(
+    updates: npt.NDArray[np.floating], dtype: type[np.floating], blocks: Sequence[slice]
+) -> Float64Array:
+    """Over ``blocks``, the Gram matrix of the centred rows with the column mean appended,
+    centred and multiplied in ``dtype``.
 
     One product gives ``Z Zᵀ``, ``Z μ`` and ``‖μ‖²`` together (a separate ``Z μ`` pass cost a
     fifth of the whole).
     """
     n = updates.shape[0]
-    dtype = np.float32 if updates.dtype == np.float32 else np.float64
     total = np.zeros((n + 1, n + 1))
-    for columns in blocks:
-        block = np.empty((n + 1, columns.stop - columns.start), dtype=dtype)
-        centred, mean = block[:n], block[n]
-        centred[...] = updates[:, columns]
-        centred.mean(axis=0, out=mean)
-        centred -= mean
-        total += products.gram(block)
+    # An overflow in float32 is caught by the caller, which starts again in float64.
+    with np.errstate(over="ignore", invalid="ignore"):
+        for columns in blocks:
+            block = np.empty((n + 1, columns.stop - columns.start), dtype=dtype)
+            centred, mean = block[:n], block[n]
+            centred[...] = updates[:, columns]
+            centred.mean(axis=0, out=mean)
+            centred -= mean
+            total += products.gram(block)
     return total
