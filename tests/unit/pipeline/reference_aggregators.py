@@ -11,6 +11,8 @@ import itertools
 
 import numpy as np
 
+from fedwarden.pipeline.aggregators._blocks import block_width
+
 
 def rows(updates: np.ndarray) -> list[np.ndarray]:
     return [np.asarray(row, dtype=np.float64) for row in updates]
@@ -191,14 +193,15 @@ def scale(updates: np.ndarray) -> float:
 def score_tolerance(updates: np.ndarray) -> float:
     """How close two Krum scores must be to count as a tie under the rounding of our products.
 
-    float64 updates are multiplied in float64; float32 updates in float32 over slices of at most
-    128 coordinates, summed in float64 (pipeline/aggregators/_gram.py), so a distance may be off
-    by about ``slice · 2⁻²⁴`` of the squared spread, and a score by ``n`` of those.
+    float64 updates are multiplied in float64; float32 updates in float32 per column block,
+    summed in float64 (pipeline/aggregators/_gram.py), so a distance may be off by about
+    ``block width · 2⁻²⁴`` of the squared spread, and a score by ``n`` of those.
     """
     xs = np.asarray(updates, dtype=np.float64)
     spread = float(((xs - xs.mean(axis=0)) ** 2).sum(axis=1).max())
     if np.asarray(updates).dtype == np.float32:
-        relative = 4.0 * min(xs.shape[1], 128) * 2.0**-24
+        width = min(xs.shape[1], block_width(len(xs) + 1))
+        relative = 4.0 * width * 2.0**-24
     else:
         relative = 1e-9
     return relative * len(xs) * max(spread, 1e-300)

@@ -8,15 +8,25 @@ heavy step (casts, sorts, BLAS), so an idle 2-core machine runs them nearly twic
 split depends only on ``(n, d)``, never on timing or on the machine, and partial results are
 combined in a fixed order, so results are bit-for-bit reproducible; with one CPU the halves run
 one after the other and give the same bits.
+
+During a pass BLAS runs on one thread per worker. OpenBLAS otherwise spreads every product above
+about 2^18 multiply-adds over all cores, and its threads then wait on each other: on a loaded or
+CPU-limited node (a pod with a CPU quota, a shared CI box) each product stalls on a descheduled
+thread (the Gram matrix of 50 × 1e6 took 1.0–2.6 s that way against 0.15–0.2 s on one thread),
+and two workers' products would fight over the same cores. The limit is process-wide
+(threadpoolctl sets OpenBLAS's thread count); it is taken by the first pass that starts and given
+back by the last that ends, so concurrent aggregations in one process share it safely.
 """
 
 from __future__ import annotations
 
 import functools
 import os
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import TypeVar
+from contextlib import contextmanager
+from typing import Any, TypeVar
 
 BLOCK_BYTES = 4 * 1024 * 1024
 MIN_WIDTH = 512
@@ -42,9 +52,41 @@ def in_halves(task: Callable[[Sequence[slice]], T], n: int, d: int) -> list[T]:
     share = -(-len(blocks) // WORKERS)
     shares = [blocks[start : start + share] for start in range(0, len(blocks), share)]
     pool = _pool()
-    if pool is None or len(shares) == 1:
-        return [task(part) for part in shares]
-    return list(pool.map(task, shares))
+    with single_threaded_blas():
+        if pool is None or len(shares) == 1:
+            return [task(part) for part in shares]
+        return list(pool.map(task, shares))
+
+
+_blas_lock = threading.Lock()
+_blas_users = 0
+_blas_limit: Any = None  # threadpoolctl's limiter while a pass runs
+
+
+@contextmanager
+def single_threaded_blas() -> Iterator[None]:
+    """BLAS on one thread while any pass of this process runs (see the module docstring)."""
+    global _blas_users, _blas_limit
+    with _blas_lock:
+        if _blas_users == 0:
+            _blas_limit = _blas_controller().limit(limits=1, user_api="blas")
+        _blas_users += 1
+    try:
+        yield
+    finally:
+        with _blas_lock:
+            _blas_users -= 1
+            if _blas_users == 0:
+                _blas_limit.restore_original_limits()
+                _blas_limit = None
+
+
+@functools.cache
+def _blas_controller() -> Any:
+    # Finding the loaded BLAS libraries walks the process's shared objects: once per process.
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController()
 
 
 @functools.cache

@@ -15,7 +15,6 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import numpy.typing as npt
 
-from fedwarden.pipeline.aggregators import _products as products
 from fedwarden.pipeline.aggregators._blocks import in_halves
 from fedwarden.pipeline.aggregators._gram import Geometry
 
@@ -131,7 +130,7 @@ class Cohort:
         # Mixed rows stay float64: rounding them to the input dtype before sorting would be
         # faster but moves ties, e.g. which value is closest to a median.
         block = self._source.updates[:, columns].astype(np.float64)
-        return products.transposed_product(block, self._mixing)
+        return block.T @ self._mixing.T  # (width, k), C-contiguous
 
     def combine(self, alpha: Float64Array) -> Float64Array:
         """``Σ_a α_a y_a`` as a float64 vector of length ``d``, touching only rows it needs."""
@@ -144,8 +143,7 @@ class Cohort:
         def run(blocks: Sequence[slice]) -> None:
             for columns in blocks:
                 block = self._source.rows(rows, columns)
-                # einsum's own loop, not BLAS: casts to float64 on the fly and stays on this
-                # thread (see _products for why that matters on a shared node).
+                # einsum's own loop casts to float64 on the fly; BLAS would need a float64 copy.
                 np.einsum("i,ij->j", weights, block, out=out[columns], dtype=np.float64)
 
         if used.size:

@@ -12,16 +12,16 @@ the differences). Subtracting ``μ`` column by column *before* the product keeps
 ``G`` on the scale of the spread between updates, which is what the distances measure.
 
 Precision: float64 updates are multiplied in float64. For float32 updates the centre is their
-float32 column mean and each product is float32 over a slice of columns, accumulated across
-slices in float64 (:mod:`._products`): slices of at most 128 coordinates up to about 64 clients,
-one block (about 4 MiB / 8n coordinates, 5,000 at n = 100) beyond. The centre only has to be near
-the data: any centre gives the same distances, and ``x − μ`` is then exact in float32 (Sterbenz),
-so centring adds no error. What remains is one float32 dot product per slice, off by at most
-``width · 2⁻²⁴`` of the slice's ``Σ |z_i z_j|`` (typically ``√width · 2⁻²⁴``, 7e-7 for 128) on
-entries of the size of the spread, where one float32 accumulation over ``d`` uncentred
-coordinates loses the whole distance. The inputs carry no more than float32 precision, and the
-float32 product halves the time of the Gram matrix, which is most of Krum's (benchmarks/README.md).
-Updates beyond about 1e19, whose squares overflow float32, are multiplied again in float64.
+float32 column mean and each column block's product is float32 (one BLAS ``syrk``), the blocks'
+products summed in float64. A block is about 4 MiB / 8n columns (``_blocks.block_width``:
+10,280 at n = 50). The centre only has to be near the data: any centre gives the same distances,
+and ``x − μ`` is then exact in float32 (Sterbenz), so centring adds no error. What remains is one
+float32 dot product per block, off by at most ``width · 2⁻²⁴`` of the block's ``Σ |z_i z_j|`` and
+typically ``√width · 2⁻²⁴`` (6e-6 at n = 50), on entries of the size of the spread, where one
+float32 accumulation over ``d`` uncentred coordinates loses the whole distance. The inputs carry
+no more than float32 precision, and the float32 product takes half the time of a float64 one;
+the Gram matrix is most of Krum's time (benchmarks/README.md). Updates beyond about 1e19, whose
+squares overflow float32, are multiplied again in float64.
 """
 
 from __future__ import annotations
@@ -33,7 +33,6 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from fedwarden.pipeline.aggregators import _products as products
 from fedwarden.pipeline.aggregators._blocks import in_halves
 
 Float64Array = npt.NDArray[np.float64]
@@ -117,5 +116,5 @@ def _augmented_gram(
             centred[...] = updates[:, columns]
             centred.mean(axis=0, out=mean)
             centred -= mean
-            total += products.gram(block)
+            total += block @ block.T
     return total
