@@ -86,6 +86,7 @@ OPTIONAL_MODULES = frozenset(
         "numpy",
         "prometheus_client",
         "sklearn",
+        "threadpoolctl",
     }
 )
 """The top-level modules (import names: scikit-learn's is sklearn, protobuf's google) of the
