@@ -188,8 +188,8 @@ class Aggregator:
         reporter: receives the status events.
         evaluator: ``params -> {"accuracy": ..., ...}`` run on each new global model.
         checkpoint_dir: where the checkpoint lives; ``None`` keeps no checkpoint.
-        metrics_listen: ``host:port`` of the HTTP server for /metrics, /healthz and /readyz;
-            ``None`` starts none.
+        metrics_address: ``(host, port)`` of the HTTP server for /metrics, /healthz and
+            /readyz (port 0 picks one; see :attr:`metrics_port`); ``None`` starts none.
     """
 
     def __init__(
@@ -205,7 +205,7 @@ class Aggregator:
         reporter: Reporter | None = None,
         evaluator: Evaluator | None = None,
         checkpoint_dir: Path | str | None = None,
-        metrics_listen: str | None = None,
+        metrics_address: tuple[str, int] | None = None,
         registry: CollectorRegistry | None = None,
     ) -> None:
         model = as_wire_array(initial_model).astype(np.float32, copy=True)
@@ -240,7 +240,7 @@ class Aggregator:
         self.reporter = reporter if reporter is not None else Reporter()
         self.evaluator = evaluator
         self.checkpoint_dir = None if checkpoint_dir is None else Path(checkpoint_dir)
-        self.metrics_listen = metrics_listen
+        self.metrics_address = metrics_address
         self.metrics = AggregatorMetrics(registry)
         self.sampler = Sampler(config.sampling, config.fraction, config.min_per_round, config.seed)
 
@@ -363,11 +363,11 @@ class Aggregator:
         self._server = server
         self.port = port
         await server.start()
-        if self.metrics_listen is not None:
-            host, _, mport = self.metrics_listen.rpartition(":")
+        if self.metrics_address is not None:
+            host, mport = self.metrics_address
             self._health = HealthServer(
-                host.strip("[]") or "127.0.0.1",
-                int(mport),
+                host,
+                mport,
                 self.metrics.registry,
                 healthy=lambda: self._loop is not None and not self._loop.is_closed(),
                 ready=lambda: self._ready,

@@ -527,7 +527,5 @@ def _build(options: dict[str, Any]) -> Any:
         reporter=make_reporter(reporters) if reporters else Reporter(),
         evaluator=evaluator,
         checkpoint_dir=options["checkpoint_dir"],
-        metrics_listen=(
-            None if options["metrics_address"] is None else host_port(options["metrics_address"])
-        ),
+        metrics_address=options["metrics_address"],
     )

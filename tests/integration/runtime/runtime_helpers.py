@@ -162,7 +162,7 @@ def make_aggregator(
         reporter=reporters,
         evaluator=task.evaluate if task is not None else None,
         checkpoint_dir=checkpoint_dir,
-        metrics_listen="127.0.0.1:0" if metrics else None,
+        metrics_address=("127.0.0.1", 0) if metrics else None,
     )
     agg.start(timeout=TIMEOUT)
     return agg, recording
