@@ -70,9 +70,7 @@ def test_plain_fedavg_is_hurt_by_model_poisoning(
     assert result.final_accuracy < clean_accuracy - 0.3
 
 
-def test_inflated_sample_counts_buy_influence_only_where_counts_are_trusted(
-    digits, clean_accuracy: float
-) -> None:  # type: ignore[no-untyped-def]
+def test_inflated_sample_counts_buy_influence_only_where_counts_are_trusted(digits) -> None:  # type: ignore[no-untyped-def]
     recommended = PipelineConfig.recommended()
     trusting = dataclasses.replace(recommended, aggregator="fedavg", aggregator_params={})
     # −1 × own update: not an outlier by norm, so only the weight decides.

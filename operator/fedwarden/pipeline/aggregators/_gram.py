@@ -50,10 +50,13 @@ class Geometry:
     def of(cls, updates: npt.NDArray[np.floating]) -> Geometry:
         """The geometry of the rows of ``updates``, centred at their column mean."""
         n = updates.shape[0]
-        total = _total(updates, np.float32 if updates.dtype == np.float32 else np.float64)
-        if not np.isfinite(total).all():
-            # The updates are finite (validated), so float32 overflowed: |x| beyond ~1e19.
+        if updates.dtype != np.float32:
             total = _total(updates, np.float64)
+        else:
+            total = _total(updates, np.float32)
+            if not np.isfinite(total).all():
+                # The updates are finite (validated), so float32 overflowed: |x| beyond ~1e19.
+                total = _total(updates, np.float64)
         return cls(total[:n, :n].copy(), total[:n, n].copy(), float(total[n, n]))
 
     def mixed(self, mixing: Float64Array) -> Geometry:
