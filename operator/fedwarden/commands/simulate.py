@@ -330,7 +330,11 @@ def _print_result(result: Any) -> None:
         f"[bold]{_pct(result.final_accuracy)}[/] (initial {_pct(result.initial_accuracy)})",
     )
     if result.backdoor_success is not None:
-        table.add_row("backdoor success", _pct(result.backdoor_success))
+        table.add_row(
+            "backdoor success",
+            f"{_pct(result.backdoor_success)} (initial model "
+            f"{_pct(result.initial_backdoor_success or 0.0)})",
+        )
     if pipe.privacy.mode != "none":
         seeded = f", noise seeded with --seed {cfg.seed}" if result.noise_seeded else ""
         table.add_row("privacy", f"ε = {result.epsilon:.3g} at δ = {result.delta:g}{seeded}")

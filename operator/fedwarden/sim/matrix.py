@@ -341,6 +341,9 @@ class Cell:
     honest_banned: int
     attackers_banned: int
     seconds: float
+    #: the backdoor success rate of the untrained initial model (same for every defence of a
+    #: seed): how much of ``backdoor_success`` the attack did not have to teach
+    initial_backdoor_success: float | None = None
 
 
 @dataclass(frozen=True)
@@ -611,6 +614,7 @@ def _run_job(job: _Job) -> Cell | FreeRiderCell:
             seed=seed,
             accuracy=accuracy,
             backdoor_success=result.backdoor_success,
+            initial_backdoor_success=result.initial_backdoor_success,
             rounds_run=result.rounds_run,
             skipped_rounds=len(result.skipped),
             honest_banned=len(result.honest_banned),

@@ -53,7 +53,7 @@ from fedwarden.sim.attacks import (
 )
 from fedwarden.sim.datasets import DATASETS, Dataset, load_dataset
 from fedwarden.sim.freeriders import FREE_RIDERS, free_rider_update
-from fedwarden.sim.models import MODELS, evaluate, local_sgd, make_model
+from fedwarden.sim.models import MODELS, Model, evaluate, local_sgd, make_model
 from fedwarden.sim.partition import PARTITIONS, label_skew, partition
 
 F32 = npt.NDArray[np.float32]
@@ -262,6 +262,10 @@ class SimulationResult:
         config: the configuration that ran.
         rounds: one :class:`RoundRecord` per round run.
         initial_accuracy: test accuracy of the initial model.
+        initial_backdoor_success: the backdoor success rate of the initial, untrained model
+            (``None`` without a backdoor attack): how often the trigger already leads to the
+            target before anyone trains. A random network can send most triggered inputs to one
+            class; then the attackers only have to keep that mapping from being unlearnt.
         final_accuracy, final_loss: on the test set after the last round run.
         backdoor_success: final backdoor success rate (``None`` without a backdoor attack): the
             fraction of triggered test inputs, whose true label is not the target, classified
@@ -284,6 +288,7 @@ class SimulationResult:
     config: SimulationConfig
     rounds: list[RoundRecord]
     initial_accuracy: float
+    initial_backdoor_success: float | None
     final_accuracy: float
     final_loss: float
     backdoor_success: float | None
@@ -323,6 +328,7 @@ class SimulationResult:
             "rounds_run": self.rounds_run,
             "skipped_rounds": self.skipped,
             "initial_accuracy": self.initial_accuracy,
+            "initial_backdoor_success": self.initial_backdoor_success,
             "final_accuracy": self.final_accuracy,
             "final_loss": self.final_loss if math.isfinite(self.final_loss) else None,
             "backdoor_success": self.backdoor_success,
@@ -438,6 +444,7 @@ def run_simulation(
 
     params = model.init(np.random.default_rng(s_init))
     initial_accuracy, _ = evaluate(model, params, dataset.x_test, dataset.y_test)
+    initial_backdoor = _backdoor_success(model, params, dataset, trigger)
     last_delta = np.zeros(model.dim, dtype=np.float32)
     sample_rng = np.random.default_rng(s_sample)
     attack_rng = np.random.default_rng(s_attack)
@@ -526,11 +533,7 @@ def run_simulation(
                 "reason": pipe.ban_reason(client),
             }
         acc, loss = evaluate(model, params, dataset.x_test, dataset.y_test)
-        bd = (
-            backdoor_success_rate(model.predict, params, dataset.x_test, dataset.y_test, trigger)
-            if trigger is not None
-            else None
-        )
+        bd = _backdoor_success(model, params, dataset, trigger)
         records.append(
             _record(
                 rnd,
@@ -550,11 +553,7 @@ def run_simulation(
             progress(records[-1])
 
     final_acc, final_loss = evaluate(model, params, dataset.x_test, dataset.y_test)
-    backdoor = (
-        backdoor_success_rate(model.predict, params, dataset.x_test, dataset.y_test, trigger)
-        if trigger is not None
-        else None
-    )
+    backdoor = _backdoor_success(model, params, dataset, trigger)
     by_role: dict[str, list[str]] = {"honest": [], "attacker": [], "free_rider": []}
     for client in sorted(banned_at):
         by_role[role[client]].append(client)
@@ -565,6 +564,7 @@ def run_simulation(
         config=config,
         rounds=records,
         initial_accuracy=initial_accuracy,
+        initial_backdoor_success=initial_backdoor,
         final_accuracy=final_acc,
         final_loss=final_loss,
         backdoor_success=backdoor,
@@ -585,6 +585,14 @@ def run_simulation(
         label_skew=label_skew(parts, dataset.y_train),
         seconds=time.perf_counter() - started,
     )
+
+
+def _backdoor_success(
+    model: Model, params: F32, dataset: Dataset, trigger: Trigger | None
+) -> float | None:
+    if trigger is None:
+        return None
+    return backdoor_success_rate(model.predict, params, dataset.x_test, dataset.y_test, trigger)
 
 
 def _record(

@@ -67,6 +67,16 @@ def test_a_cell_is_the_simulation_it_names(tiny: MatrixResult) -> None:
     assert cell.skipped_rounds == len(alone.skipped)
 
 
+def test_a_backdoor_cell_reports_the_untrained_models_rate_too(tiny: MatrixResult) -> None:
+    config = dataclasses.replace(TINY, attacks=(COLUMNS["backdoor"],), free_rider_kinds=())
+    cells = run_matrix(config).cells
+    alone = run_simulation(config.simulation(config.defences[0], COLUMNS["backdoor"], 0))
+    assert alone.initial_backdoor_success is not None
+    # the initial model depends on the seed, not on the defence
+    assert [c.initial_backdoor_success for c in cells] == [alone.initial_backdoor_success] * 2
+    assert all(c.initial_backdoor_success is None for c in tiny.cells)  # no backdoor there
+
+
 def test_rows_take_the_mean_and_the_worst_case(tiny: MatrixResult) -> None:
     for row in tiny.rows():
         mine = {c.attack: c.accuracy for c in tiny.cells if c.defence == row.defence}

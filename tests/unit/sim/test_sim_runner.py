@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 
 from fedwarden.pipeline.round import PipelineConfig, PrivacyConfig
+from fedwarden.sim.attacks import backdoor_success_rate, make_attack
 from fedwarden.sim.datasets import load_dataset
+from fedwarden.sim.models import make_model
 from fedwarden.sim.runner import (
     Detection,
     SimulationConfig,
@@ -49,6 +51,7 @@ def test_without_attack_it_learns(digits, clean_accuracy: float) -> None:  # typ
     assert result.rounds_run == 8
     assert [r.round for r in result.rounds] == list(range(1, 9))
     assert result.backdoor_success is None
+    assert result.initial_backdoor_success is None
     assert result.epsilon == 0.0
     assert result.stopped is None
     assert not result.banned
@@ -114,6 +117,18 @@ def test_backdoor_success_is_reported(digits) -> None:  # type: ignore[no-untype
     assert all(r.backdoor_success is not None for r in result.rounds)
     # three of ten clients poisoning half their data, unboosted, against plain FedAvg
     assert result.backdoor_success > 0.3
+
+
+def test_the_initial_models_backdoor_rate_is_measured_before_any_training(digits) -> None:  # type: ignore[no-untyped-def]
+    config = dataclasses.replace(SMALL, attackers=3, attack="backdoor", rounds=1)
+    result = run_simulation(config, dataset=digits)
+    model = make_model(config.model, digits.n_features, digits.n_classes, hidden=config.hidden)
+    s_init = np.random.SeedSequence(config.seed).spawn(8)[4]  # run_simulation's init stream
+    initial = model.init(np.random.default_rng(s_init))
+    trigger = make_attack("backdoor").trigger(digits)
+    expected = backdoor_success_rate(model.predict, initial, digits.x_test, digits.y_test, trigger)
+    assert result.initial_backdoor_success == expected
+    assert result.to_dict()["initial_backdoor_success"] == expected
 
 
 def test_free_riders_are_banned_and_never_sampled_again(digits) -> None:  # type: ignore[no-untyped-def]
