@@ -27,7 +27,11 @@ above (w = n − 2t kept): if a_j > 0, the w window values and the t values abov
 window maximum ≥ a_j, give ``(n − t)·a_j² ≤ Σ_i x_ij²`` (the window by Jensen, the upper tail
 directly), and symmetrically for a_j < 0; summing over j, ``‖a‖² ≤ n·C²/(n − t)``. Trimmed mean:
 R = C·√(n/(n−t)) ≤ C/√(1−β); median (t = ⌊(n−1)/2⌋): R < √2·C. Bulyan averages, per coordinate,
-κ = θ − 2f of its θ = n − 2f selected rows, so by Jensen ``‖a‖² ≤ θ·C²/κ``.
+κ = θ − 2f of its θ = n − 2f selected rows, so by Jensen ``‖a‖² ≤ θ·C²/κ``. Block-wise DnC
+averages, in each block b of coordinates, m = n − ⌊φn⌋ rows chosen for that block, so by Jensen
+``‖a_b‖² ≤ (1/m) Σ_{kept} ‖x_{i,b}‖² ≤ (1/m) Σ_i ‖x_{i,b}‖²``, and summing over the blocks
+``‖a‖² ≤ n·C²/m``: R = C·√(n/(n − ⌊φn⌋)) ≤ C/√(1−φ). Which rows are kept depends on the whole
+cohort, so it has no per-input bound.
 
 Neighbouring relations (they must match the accountant's, :attr:`Accountant.relation`):
 
@@ -126,6 +130,8 @@ def _radius_sq(name: str, params: Mapping[str, Any], k: int) -> float:
         return 1.0
     if name in ("median", "trimmed-mean"):
         return k / (k - _trim(name, params, k))
+    if name == "block-dnc":
+        return k / (k - int(float(params["filter_fraction"]) * k))
     if name == "bulyan":
         f = int(params["f"])
         theta = k - 2 * f
@@ -139,6 +145,8 @@ def _radius_sq_sup(name: str, params: Mapping[str, Any], k_min: int) -> float:
         return 2.0  # k / (k − ⌊(k−1)/2⌋) < 2 for every k
     if name == "trimmed-mean":
         return 1.0 / (1.0 - float(params["beta"]))  # t = ⌊βk⌋ <= βk
+    if name == "block-dnc":
+        return 1.0 / (1.0 - float(params["filter_fraction"]))  # ⌊φk⌋ <= φk
     return _radius_sq(name, params, k_min)  # constant, or decreasing in k (Bulyan)
 
 
@@ -165,7 +173,7 @@ def _setup(name: str, params: Mapping[str, Any]) -> _Setup:
         **{
             k: v
             for k, v in inner_params.items()
-            if k not in ("bucket_size", "seed", "filter_fraction")
+            if k not in ("bucket_size", "seed", "filter_fraction", "min_share")
             and not (name == "fedavg" and k == "f")
         },
     )
@@ -291,6 +299,13 @@ def _diameter(setup: _Setup, k: int) -> tuple[float, str]:
             f"Bulyan averages per coordinate κ = θ − 2f = {theta - 2 * f} of its θ = {theta} "
             f"selected rows, so by Jensen ‖out‖² ≤ θC²/κ (R = {_fmt(math.sqrt(r2))}·C)"
         )
+    if name == "block-dnc":
+        kept = k - int(float(params["filter_fraction"]) * k)
+        return r2, (
+            f"block-wise DnC averages, in each block of coordinates, {kept} of the {k} rows, "
+            f"chosen by that block's spectrum (so one client can change which others are kept: "
+            f"no per-input bound); by Jensen ‖out‖² ≤ kC²/{kept}, R = {_fmt(math.sqrt(r2))}·C"
+        )
     t = _trim(name, params, k)
     return r2, (
         f"a window mean with t = {t} trimmed per side of k = {k} values satisfies "
@@ -368,7 +383,12 @@ def _add_remove(setup: _Setup, n: int, c: float, dependent: bool) -> tuple[float
     r2 = _radius_sq_sup(setup.name, setup.params, k_min)
     l2 = 2.0 * math.sqrt(r2) * c
     _, why_ball = _diameter(setup, max(k_min, 1))
-    if setup.name in ("median", "trimmed-mean"):
+    if setup.name == "block-dnc":
+        why_ball = (
+            f"block-wise DnC averages, in each block of coordinates, k − ⌊φk⌋ rows, so by "
+            f"Jensen ‖out‖² ≤ kC²/(k − ⌊φk⌋) ≤ C²/(1 − φ) for every k: R = {_fmt(math.sqrt(r2))}·C"
+        )
+    elif setup.name in ("median", "trimmed-mean"):
         limit = "2" if setup.name == "median" else f"1/(1 − β) = {_fmt(r2)}"
         why_ball = (
             f"a window mean with t values trimmed per side of k satisfies ‖out‖² ≤ kC²/(k − t) "

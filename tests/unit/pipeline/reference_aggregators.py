@@ -231,3 +231,18 @@ def dnc_kept_sets(updates: np.ndarray, filter_fraction: float) -> list[list[int]
     ambiguous = [i for i in range(n) if last_kept - tol <= scores[i] <= first_dropped + tol]
     need = n - dropped - len(sure)
     return [sorted(sure + list(extra)) for extra in itertools.combinations(ambiguous, need)]
+
+
+def block_dnc_possible(
+    updates: np.ndarray, block_size: int, filter_fraction: float
+) -> list[list[float]]:
+    """Per coordinate, every value block-wise DnC may give: in each block of ``block_size``
+    consecutive coordinates, the mean of a set of rows that DnC may keep for that block alone."""
+    xs = np.array(rows(updates))
+    possible: list[list[float]] = []
+    for start in range(0, xs.shape[1], block_size):
+        block = xs[:, start : start + block_size]
+        kept_sets = dnc_kept_sets(block, filter_fraction)
+        for j in range(block.shape[1]):
+            possible.append([sum(block[i, j] for i in kept) / len(kept) for kept in kept_sets])
+    return possible

@@ -185,12 +185,15 @@ def reference_candidates(name: str, params: dict[str, object], updates: np.ndarr
         return ref.bulyan_candidates(updates, f, tol)
     if name == "geometric-median":
         return [ref.geometric_median(updates, max_iter=100, eps=1e-6, nu=1e-6)]
+    if name == "block-dnc":
+        phi = float(params.get("filter_fraction", 0.2))  # type: ignore[arg-type]
+        return [ref.block_dnc_possible(updates, int(params["block_size"]), phi)]  # type: ignore[call-overload]
     assert name == "centered-clip"
     return [ref.centered_clip(updates, float(params["tau"]), 10)]  # type: ignore[arg-type]
 
 
 def check(name: str, ours: np.ndarray, candidates: list, updates: np.ndarray) -> None:
-    if name == "bulyan":
+    if name in ("bulyan", "block-dnc"):
         assert_matches_coordinatewise(ours, candidates, updates)
     elif name == "geometric-median":  # iterative: same rule, different rounding
         atol = 1e-5 * ref.scale(updates)
@@ -211,6 +214,7 @@ PREAGGREGATION_PARAMS = {
     "bulyan": {"f": 1},
     "geometric-median": {"f": 1},
     "centered-clip": {"f": 1, "tau": 1.0},
+    "block-dnc": {"block_size": 2},
 }
 
 
@@ -254,9 +258,62 @@ def test_dnc_composes_with(name: str, data: st.DataObject, filter_fraction: floa
     candidates = [
         candidate
         for kept in ref.dnc_kept_sets(updates, filter_fraction)
-        for candidate in reference_candidates(name, params, updates[kept])
+        # block-dnc takes the mixer's filter_fraction too
+        for candidate in reference_candidates(
+            name, params | {"filter_fraction": filter_fraction}, updates[kept]
+        )
     ]
     check(name, agg(updates), candidates, updates)
+
+
+@EXAMPLES
+@given(
+    updates=cohorts(1),
+    block_size=st.sampled_from([1, 2, 3, 5, 64]),
+    filter_fraction=st.sampled_from([0.0, 0.1, 0.2, 0.34, 0.49]),
+)
+def test_block_dnc_averages_the_rows_each_block_keeps(
+    updates: np.ndarray, block_size: int, filter_fraction: float
+) -> None:
+    agg = aggregators.get("block-dnc", block_size=block_size, filter_fraction=filter_fraction)
+    possible = ref.block_dnc_possible(updates, block_size, filter_fraction)
+    assert_matches_coordinatewise(agg(updates), [possible], updates)
+
+
+def test_block_dnc_blocks_stay_whole_across_column_blocks() -> None:
+    # 70,001 coordinates span several column blocks of the pass; blocks of 64 must not be cut
+    # where a column block ends, and the ragged last block is a block of its own.
+    updates = make_cohort(7, 70_001, "normal", seed=12)
+    ours = aggregators.get("block-dnc", block_size=64)(updates)
+    assert_matches_coordinatewise(ours, [ref.block_dnc_possible(updates, 64, 0.2)], updates)
+
+
+def test_block_dnc_drops_the_rows_that_stand_out_in_one_block_only() -> None:
+    # 20 honest rows; 5 more that agree with them everywhere except a shared push in the
+    # coordinates 64-127 (a backdoor's rows of one layer). Over the whole update the 5 are not
+    # unusual; in their block they are the top direction, and only that block drops them.
+    rng = np.random.default_rng(6)
+    honest = rng.standard_normal((20, 4096))
+    planted = rng.standard_normal((5, 4096))
+    planted[:, 64:128] += 1.5
+    updates = np.concatenate([honest[:9], planted, honest[9:]]).astype(np.float32)
+    ours = aggregators.get("block-dnc", block_size=64, filter_fraction=0.2)(updates)
+    np.testing.assert_allclose(ours[64:128], honest[:, 64:128].mean(axis=0), rtol=1e-5, atol=1e-6)
+    whole = aggregators.get("fedavg", preaggregation="dnc", filter_fraction=0.2)(updates)
+    assert np.abs(whole[64:128] - honest[:, 64:128].mean(axis=0)).max() > 0.1
+
+
+def test_dnc_min_share_keeps_every_row_when_no_direction_dominates() -> None:
+    rng = np.random.default_rng(8)
+    spread = rng.standard_normal((25, 400)).astype(np.float32)  # top direction: about 7 %
+    everyone = aggregators.get("fedavg")(spread)
+    gated = aggregators.get("fedavg", preaggregation="dnc", min_share=0.2)
+    np.testing.assert_array_equal(gated(spread), everyone)
+    assert np.abs(aggregators.get("fedavg", preaggregation="dnc")(spread) - everyone).max() > 0
+    planted = spread.copy()
+    planted[:5, :40] += 4.0  # a shared direction with most of the variance
+    kept_mean = aggregators.get("fedavg", preaggregation="dnc", min_share=0.2)(planted)
+    np.testing.assert_allclose(kept_mean, spread[5:].mean(axis=0), rtol=1e-5, atol=1e-6)
 
 
 def test_dnc_drops_the_rows_that_share_a_direction_the_others_lack() -> None:
@@ -276,7 +333,7 @@ def test_dnc_drops_the_rows_that_share_a_direction_the_others_lack() -> None:
 def test_result_has_the_input_dtype_and_the_input_is_untouched(name: str, dtype: type) -> None:
     updates = make_cohort(9, 4, "normal", seed=7).astype(dtype)
     before = updates.copy()
-    params = {"centered-clip": {"tau": 1.0}}.get(name, {})
+    params = {"centered-clip": {"tau": 1.0}, "block-dnc": {"block_size": 3}}.get(name, {})
     out = aggregators.get(name, **params)(updates)
     assert out.dtype == dtype
     assert out.shape == (4,)
@@ -286,7 +343,7 @@ def test_result_has_the_input_dtype_and_the_input_is_untouched(name: str, dtype:
 @pytest.mark.parametrize("name", aggregators.names())
 def test_non_contiguous_input_gives_the_same_result(name: str) -> None:
     updates = make_cohort(11, 12, "normal", seed=3)
-    params = {"centered-clip": {"tau": 1.0}}.get(name, {})
+    params = {"centered-clip": {"tau": 1.0}, "block-dnc": {"block_size": 3}}.get(name, {})
     agg = aggregators.get(name, **params)
     strided = np.asfortranarray(updates)[:, ::2]
     np.testing.assert_array_equal(agg(strided), agg(np.ascontiguousarray(updates[:, ::2])))
@@ -311,7 +368,12 @@ def test_results_span_many_column_blocks() -> None:
 @pytest.mark.parametrize("name", aggregators.names())
 def test_two_workers_and_one_give_the_same_bits(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
     updates = make_cohort(13, 150_001, "offset", seed=5)
-    params = {"fedavg": {}, "trimmed-mean": {"beta": 0.2, "f": 2}, "centered-clip": {"tau": 1.0}}
+    params = {
+        "fedavg": {},
+        "trimmed-mean": {"beta": 0.2, "f": 2},
+        "centered-clip": {"tau": 1.0},
+        "block-dnc": {},
+    }
     agg = aggregators.get(name, **params.get(name, {"f": 2}))
     parallel = agg(updates)
     monkeypatch.setattr("fedwarden.pipeline.aggregators._blocks._pool", lambda: None)
@@ -332,7 +394,12 @@ def wide_cohort() -> np.ndarray:
 def test_extra_memory_stays_below_the_input(
     name: str, preaggregation: str | None, wide_cohort: np.ndarray
 ) -> None:
-    params = {"fedavg": {}, "trimmed-mean": {"beta": 0.2, "f": 2}, "centered-clip": {"tau": 1.0}}
+    params = {
+        "fedavg": {},
+        "trimmed-mean": {"beta": 0.2, "f": 2},
+        "centered-clip": {"tau": 1.0},
+        "block-dnc": {},
+    }
     extra = {} if preaggregation is None else {"preaggregation": preaggregation}
     agg = aggregators.get(name, **(params.get(name, {"f": 2}) | extra))
     tracemalloc.start()

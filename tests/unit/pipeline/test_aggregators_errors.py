@@ -15,7 +15,7 @@ def cohort(n: int, d: int = 4) -> np.ndarray:
     return np.random.default_rng(n).standard_normal((n, d)).astype(np.float32)
 
 
-def test_names_are_the_eight_of_the_design() -> None:
+def test_names_are_the_eight_of_the_design_then_block_dnc() -> None:
     assert aggregators.names() == (
         "fedavg",
         "krum",
@@ -25,6 +25,7 @@ def test_names_are_the_eight_of_the_design() -> None:
         "bulyan",
         "geometric-median",
         "centered-clip",
+        "block-dnc",
     )
 
 
@@ -88,6 +89,19 @@ def test_unknown_parameters_say_what_is_taken(
         ("geometric-median", {"max_iter": 0}, r"max_iter must be an integer >= 1"),
         ("median", {"preaggregation": "bucketing", "bucket_size": 1}, r"bucket_size must be an"),
         ("median", {"preaggregation": "bucketing", "seed": -3}, r"seed must be an integer >= 0"),
+        (
+            "median",
+            {"preaggregation": "dnc", "min_share": 1.0},
+            r"min_share must be a finite number in \[0, 1\), got 1.0",
+        ),
+        ("block-dnc", {"block_size": 0}, r"block_size must be an integer >= 1, got 0"),
+        ("block-dnc", {"block_size": 2.5}, r"block_size must be an integer >= 1, got 2.5"),
+        (
+            "block-dnc",
+            {"filter_fraction": 0.5},
+            r"filter_fraction must be a finite number in \[0, 0.5\), got 0.5",
+        ),
+        ("block-dnc", {"f": 1}, r"unknown parameter 'f' for block-dnc; it takes: block_size"),
     ],
 )
 def test_impossible_parameters_say_what_is_allowed(
@@ -222,6 +236,12 @@ def test_params_are_the_effective_parameters() -> None:
         "f": 2,
         "preaggregation": "nnm",
     }
+    assert aggregators.get("block-dnc", preaggregation="dnc", min_share=0.2).params == {
+        "block_size": 64,
+        "filter_fraction": 0.2,
+        "min_share": 0.2,
+        "preaggregation": "dnc",
+    }
 
 
 def test_min_clients_of_each_default() -> None:
@@ -237,4 +257,5 @@ def test_min_clients_of_each_default() -> None:
         "bulyan": 3,
         "geometric-median": 1,
         "centered-clip": 1,
+        "block-dnc": 1,
     }

@@ -49,6 +49,9 @@ CONFIGS: list[tuple[str, dict[str, Any]]] = [
     ("geometric-median", {"preaggregation": "bucketing", "bucket_size": 2, "seed": 1}),
     ("trimmed-mean", {"beta": 0.1, "preaggregation": "dnc", "filter_fraction": 0.2}),
     ("centered-clip", {"tau": 0.5, "preaggregation": "dnc", "filter_fraction": 0.3}),
+    ("block-dnc", {"block_size": 2}),
+    ("block-dnc", {"block_size": 1, "filter_fraction": 0.4}),
+    ("block-dnc", {"block_size": 3, "preaggregation": "dnc", "min_share": 0.2}),
 ]
 IDS = [f"{name}{params}" for name, params in CONFIGS]
 

@@ -4,7 +4,8 @@
     model_update = agg(updates)          # updates: (n, d) float32; result: (d,) float32
 
 ``get(name, **params)`` builds one of :func:`names` with its parameters; ``preaggregation="nnm"``,
-``"bucketing"`` (with ``bucket_size`` and ``seed``) or ``"dnc"`` (with ``filter_fraction``) puts
+``"bucketing"`` (with ``bucket_size`` and ``seed``) or ``"dnc"`` (with ``filter_fraction`` and
+``min_share``) puts
 nearest-neighbour mixing, bucketing or Divide-and-Conquer spectral filtering in front of it.
 Unknown names, unknown parameters and impossible values raise ``ValueError`` saying what is
 allowed; a cohort smaller than ``agg.min_clients``, or one with NaN/Inf, the
@@ -18,6 +19,7 @@ import inspect
 
 from fedwarden.pipeline.aggregators._base import Aggregator
 from fedwarden.pipeline.aggregators._preaggregation import Mixer, PreAggregated
+from fedwarden.pipeline.aggregators.block_dnc import BlockDnC
 from fedwarden.pipeline.aggregators.bucketing import Bucketing
 from fedwarden.pipeline.aggregators.bulyan import Bulyan
 from fedwarden.pipeline.aggregators.centered_clip import CenteredClip
@@ -43,6 +45,7 @@ _AGGREGATORS: dict[str, type[Aggregator]] = {
         Bulyan,
         GeometricMedian,
         CenteredClip,
+        BlockDnC,
     )
 }
 _MIXERS: dict[str, type[NearestNeighbourMixing] | type[Bucketing] | type[DivideAndConquer]] = {

@@ -35,20 +35,22 @@ WORKERS = 2
 T = TypeVar("T")
 
 
-def block_width(n: int) -> int:
-    """Columns per block for ``n`` rows of float64."""
-    return max(MIN_WIDTH, BLOCK_BYTES // (8 * max(n, 1)))
+def block_width(n: int, multiple: int = 1) -> int:
+    """Columns per block for ``n`` rows of float64, a multiple of ``multiple``."""
+    width = max(MIN_WIDTH, BLOCK_BYTES // (8 * max(n, 1)))
+    return max(multiple, width // multiple * multiple)
 
 
-def column_blocks(n: int, d: int) -> list[slice]:
-    """Consecutive column slices that cover ``range(d)`` for a matrix of ``n`` rows."""
-    width = block_width(n)
+def column_blocks(n: int, d: int, multiple: int = 1) -> list[slice]:
+    """Consecutive column slices that cover ``range(d)`` for a matrix of ``n`` rows; every
+    block but the last starts and ends on a multiple of ``multiple``."""
+    width = block_width(n, multiple)
     return [slice(start, min(start + width, d)) for start in range(0, d, width)]
 
 
-def in_halves(task: Callable[[Sequence[slice]], T], n: int, d: int) -> list[T]:
+def in_halves(task: Callable[[Sequence[slice]], T], n: int, d: int, multiple: int = 1) -> list[T]:
     """``task`` over each worker's share of the column blocks; results in column order."""
-    blocks = column_blocks(n, d)
+    blocks = column_blocks(n, d, multiple)
     share = -(-len(blocks) // WORKERS)
     shares = [blocks[start : start + share] for start in range(0, len(blocks), share)]
     pool = _pool()

@@ -104,24 +104,37 @@ class Cohort:
         rows = self._picked
         return Geometry(source.gram[np.ix_(rows, rows)], source.offset[rows], source.offset_sq)
 
-    def per_sorted_block(self, reduce: Callable[[FloatArray], Float64Array]) -> Float64Array:
-        """A length-``d`` vector: ``reduce`` of each column block of rows, columns sorted.
+    def per_block(
+        self, reduce: Callable[[FloatArray], Float64Array], *, multiple: int = 1
+    ) -> Float64Array:
+        """A length-``d`` vector: ``reduce`` of each column block of rows, transposed.
 
-        ``reduce`` gets a ``(width, k)`` block whose rows are sorted and returns ``width``
-        values. The block is transposed into a fresh C-contiguous array so that numpy's SIMD
-        sort runs along contiguous rows of ``k`` values (measured against ``np.partition`` and
-        bottleneck in docs/aggregators.md).
+        ``reduce`` gets a fresh C-contiguous ``(width, k)`` block (row j holds coordinate j of
+        the ``k`` rows; it may change it in place) and returns ``width`` values. Blocks start on
+        multiples of ``multiple``, so a rule that works on fixed groups of coordinates never
+        sees a group split between two blocks.
         """
         out = np.empty(self.dim)
 
         def run(blocks: Sequence[slice]) -> None:
             for columns in blocks:
-                block = self._transposed_block(columns)
-                block.sort(axis=1)
-                out[columns] = reduce(block)
+                out[columns] = reduce(self._transposed_block(columns))
 
-        in_halves(run, self._block_rows, self.dim)
+        in_halves(run, self._block_rows, self.dim, multiple)
         return out
+
+    def per_sorted_block(self, reduce: Callable[[FloatArray], Float64Array]) -> Float64Array:
+        """:meth:`per_block` with each block's rows sorted first.
+
+        The transposed block lets numpy's SIMD sort run along contiguous rows of ``k`` values
+        (measured against ``np.partition`` and bottleneck in docs/aggregators.md).
+        """
+
+        def sorted_reduce(block: FloatArray) -> Float64Array:
+            block.sort(axis=1)
+            return reduce(block)
+
+        return self.per_block(sorted_reduce)
 
     def _transposed_block(self, columns: slice) -> FloatArray:
         if self._picked is not None:

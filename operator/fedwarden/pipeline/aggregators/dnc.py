@@ -21,6 +21,13 @@ Two departures from the paper, neither of which changes what is computed in exac
   to round, and any aggregator may take the rest (the paper's mean is ``fedavg``/``trimmed-mean``
   with ``beta=0``).
 
+One addition, off by default: ``min_share`` drops nothing unless the top direction carries at
+least that share of the centred cohort's variance (``λ₁ / Σ λ``). The filter assumes that the
+attackers' common goal dominates the spectrum; when no direction dominates, the top one is some
+honest heterogeneity (label skew) and dropping along it removes honest updates, which is what
+inner-product manipulation exploits: its identical vectors sit near the centre and gain weight
+as honest ones go (benchmarks/defence-matrix.md measures it).
+
 Ties in the score go to the lower index. Weights are dropped: the aggregators that select ignore
 them. Needs the aggregator's minimum after filtering.
 """
@@ -34,19 +41,25 @@ from fedwarden.pipeline.aggregators._base import Aggregator, Float64Array
 from fedwarden.pipeline.aggregators._cohort import Cohort
 
 
-def spectral_scores(gram: Float64Array) -> Float64Array:
-    """Squared projections of the rows, centred at their mean, on their top singular vector.
+def spectral_scores(gram: Float64Array) -> tuple[Float64Array, Float64Array]:
+    """Squared projections of the rows, centred at their mean, on their top singular vector, and
+    the share of the centred variance along it.
 
-    ``gram`` is any Gram matrix of the rows (centred at any point): centring it at the rows'
-    own mean is ``J G J`` with ``J = I − 11ᵀ/k``, whose top eigenpair gives ``(Z v)_i² = λ₁ u₁ᵢ²``.
+    ``gram`` is any Gram matrix of the rows (centred at any point), or a stack ``(..., k, k)``
+    of them: centring at the rows' own mean is ``J G J`` with ``J = I − 11ᵀ/k``, whose top
+    eigenpair gives ``(Z v)_i² = λ₁ u₁ᵢ²``; the share is ``λ₁ / Σ λ`` (0 when all rows coincide).
     """
-    k = gram.shape[0]
+    k = gram.shape[-1]
     centring = np.eye(k) - 1.0 / k
     centred = centring @ gram @ centring
-    eigenvalues, eigenvectors = np.linalg.eigh((centred + centred.T) / 2.0)
-    top = max(float(eigenvalues[-1]), 0.0)  # rounding may leave -1e-17 for identical rows
-    scores: Float64Array = top * eigenvectors[:, -1] ** 2
-    return scores
+    eigenvalues, eigenvectors = np.linalg.eigh((centred + np.swapaxes(centred, -1, -2)) / 2.0)
+    # rounding may leave -1e-17 for identical rows
+    spectrum = np.maximum(eigenvalues, 0.0)
+    top = spectrum[..., -1]
+    scores: Float64Array = top[..., None] * eigenvectors[..., :, -1] ** 2
+    total = spectrum.sum(axis=-1)
+    share: Float64Array = np.divide(top, total, out=np.zeros_like(top), where=total > 0)
+    return scores, share
 
 
 def filtered_count(filter_fraction: float, n: int) -> int:
@@ -57,12 +70,13 @@ def filtered_count(filter_fraction: float, n: int) -> int:
 class DivideAndConquer:
     name = "dnc"
 
-    def __init__(self, *, filter_fraction: object = 0.2) -> None:
+    def __init__(self, *, filter_fraction: object = 0.2, min_share: object = 0.0) -> None:
         self.filter_fraction = _params.real("filter_fraction", filter_fraction, low=0.0, high=0.5)
+        self.min_share = _params.real("min_share", min_share, low=0.0, high=1.0)
 
     @property
     def params(self) -> dict[str, object]:
-        return {"filter_fraction": self.filter_fraction}
+        return {"filter_fraction": self.filter_fraction, "min_share": self.min_share}
 
     def min_clients(self, inner: Aggregator) -> int:
         n = inner.min_clients
@@ -80,6 +94,8 @@ class DivideAndConquer:
         dropped = filtered_count(self.filter_fraction, cohort.size)
         if dropped == 0:
             return cohort
-        scores = spectral_scores(cohort.geometry().gram)
+        scores, share = spectral_scores(cohort.geometry().gram)
+        if share < self.min_share:
+            return cohort
         kept = np.sort(np.argsort(scores, kind="stable")[: cohort.size - dropped])
         return cohort.select(kept)
