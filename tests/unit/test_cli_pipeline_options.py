@@ -103,11 +103,13 @@ CASES = {
         ),
     ),
     "parameters alone merge over the defence's": (
-        ["--agg-param", "tau=0.5"],
-        dataclasses.replace(RECOMMENDED, aggregator_params={"tau": 0.5}),
+        ["--agg-param", "block_size=32"],
+        dataclasses.replace(
+            RECOMMENDED, aggregator_params={**RECOMMENDED.aggregator_params, "block_size": 32}
+        ),
     ),
     "the defence's own aggregator keeps its parameters": (
-        ["--aggregator", "centered-clip"],
+        ["--aggregator", "block-dnc"],
         RECOMMENDED,
     ),
     "a named aggregator under central DP keeps the recommended tests": (
@@ -117,7 +119,7 @@ CASES = {
         ),
     ),
     "the recommended aggregator named under central DP is the non-private recommendation": (
-        ["--dp", "central", "--noise-multiplier", "1.0", "--aggregator", "centered-clip"],
+        ["--dp", "central", "--noise-multiplier", "1.0", "--aggregator", "block-dnc"],
         dataclasses.replace(RECOMMENDED, privacy=dp(noise_multiplier=1.0)),
     ),
     "aggregator parameters alone under central DP stay on DP-FedAvg": (
@@ -166,7 +168,7 @@ def first_round_noise(config: PipelineConfig) -> float:
     return pipeline.run_round(updates, [f"site-{i}" for i in range(5)]).noise_std
 
 
-@pytest.mark.parametrize("aggregator", ["centered-clip", "median", "geometric-median"])
+@pytest.mark.parametrize("aggregator", ["block-dnc", "median", "geometric-median"])
 def test_a_named_aggregator_under_central_dp_keeps_the_tests_with_its_own_sound_noise(
     aggregator: str, pki_dir: Path
 ) -> None:

@@ -63,7 +63,8 @@ class SelectionSpec(Model):
 
 class AggregationSpec(Model):
     """The robust aggregation rule. Unset `method`: fedwarden's recommendation for the privacy
-    mode (centered clipping without central DP, DP-FedAvg with it; benchmarks/defence-matrix.md).
+    mode (block-wise DnC behind a gated DnC without central DP, DP-FedAvg with it;
+    benchmarks/defence-matrix.md).
     A named method under central DP keeps the recommended outlier and free-rider tests, with the
     noise of its larger sensitivity (fedavg is then refused: leave method unset for DP-FedAvg)."""
 

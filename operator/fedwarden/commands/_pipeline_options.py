@@ -54,10 +54,10 @@ _OPTIONS = (
         "--aggregator",
         default=None,
         metavar="NAME",
-        help="fedavg, krum, multi-krum, median, trimmed-mean, bulyan, geometric-median or "
-        "centered-clip [default: the --defence's]. Naming one with --dp central keeps the "
-        "recommended outlier and free-rider tests, with the rule's larger noise; leave it out "
-        "for DP-FedAvg.",
+        help="fedavg, krum, multi-krum, median, trimmed-mean, bulyan, geometric-median, "
+        "centered-clip or block-dnc [default: the --defence's]. Naming one with --dp central "
+        "keeps the recommended outlier and free-rider tests, with the rule's larger noise; leave "
+        "it out for DP-FedAvg.",
     ),
     click.option(
         "--agg-param",
@@ -65,8 +65,9 @@ _OPTIONS = (
         multiple=True,
         callback=key_values,
         metavar="KEY=VALUE",
-        help="Aggregator parameter, repeatable: f, beta, m, tau, preaggregation=nnm|bucketing, "
-        "bucket_size. Merged over the --defence's own for its aggregator.",
+        help="Aggregator parameter, repeatable: f, beta, m, tau, block_size, "
+        "preaggregation=nnm|bucketing|dnc, bucket_size, filter_fraction, min_share. Merged over "
+        "the --defence's own for its aggregator.",
     ),
     click.option(
         "--clipping",

@@ -147,16 +147,19 @@ class PipelineConfig:
         """fedwarden's recommended defences, chosen by the defence matrix
         (``benchmarks/defence-matrix.md``, ``fedwarden bench defences``).
 
-        Without central DP: centered clipping (τ = 0.2, 10 iterations from the origin) of updates
-        clipped to the adaptive median norm (Andrew et al., γ = 0.5), the cohort outlier test
-        at a robust z-score of 14, the free-rider tests, and a ban after 3 strikes. Of the rules
-        that ignore the clients' claimed sample counts and need no assumed number of attackers
-        (so they run on any cohort size), it had the best worst case over the attacks. The
-        outlier threshold is high on purpose: at 3.5, and down to about 12, honest clients with
-        large shards were banned, because colluding attackers that send identical vectors
-        shrink the cohort's MAD; at 14 it still bans grossly scaled updates. τ is absolute:
-        0.2 suits update norms of order 0.1–1 (the simulation's models); for a model whose
-        updates are much larger or smaller, set τ near the clipping norm.
+        Without central DP: block-wise DnC (blocks of 64 coordinates, ⌊0.2·k⌋ rows dropped per
+        block, the mean of the rest) behind a whole-update DnC that drops ⌊0.2·n⌋ only when
+        the top direction carries at least 20 % of the centred variance, on updates clipped to
+        the adaptive median norm (Andrew et al., γ = 0.5); the cohort outlier test at a robust
+        z-score of 14, the free-rider tests, and a ban after 3 strikes. It had the best worst
+        case over the attacks of every row of the defence matrix and is the only rule there that
+        keeps a data-poisoning backdoor mostly out (6.7 % on average over 10 seeds, under 10 % on
+        7 of them; centered clipping, the previous recommendation, let it in at 94.5 %), for
+        about 2 points of accuracy without attack. It needs no assumed number of attackers and
+        ignores the clients' claimed sample counts. The outlier threshold is high on purpose: at
+        3.5, and down to about 12, honest clients with large shards were banned, because
+        colluding attackers that send identical vectors shrink the cohort's MAD; at 14 it still
+        bans grossly scaled updates.
 
         With central DP (``privacy.mode == "central"``): DP-FedAvg, the unweighted mean of
         updates clipped to the adaptive median norm with a fixed denominator, and only the
@@ -168,7 +171,8 @@ class PipelineConfig:
         detected in this mode.
 
         Setting ``privacy`` on the non-private recommendation instead (``dataclasses.replace``)
-        keeps centered clipping and the filters; that is sound, with the larger noise.
+        keeps block-wise DnC and the filters; that is sound (a diameter bound, see
+        :mod:`fedwarden.pipeline.sensitivity`), with the larger noise.
         """
         privacy = privacy or PrivacyConfig()
         clipping = ClippingConfig(mode="adaptive", clip_norm=1.0, target_quantile=0.5)
@@ -183,8 +187,13 @@ class PipelineConfig:
                 privacy=privacy,
             )
         return cls(
-            aggregator="centered-clip",
-            aggregator_params={"tau": 0.2},
+            aggregator="block-dnc",
+            aggregator_params={
+                "block_size": 64,
+                "filter_fraction": 0.2,
+                "preaggregation": "dnc",
+                "min_share": 0.2,
+            },
             validation=ValidationConfig(outlier_z=14.0),
             clipping=clipping,
             free_riders=FreeRiderConfig(),

@@ -122,7 +122,7 @@ def default_defences(f: int = 5) -> tuple[Defence, ...]:
     """The default rows: plain FedAvg; the eight aggregators inside the full pipeline (the
     recommended validation, free-rider tests, adaptive clipping and strikes around each); the
     unweighted clipped mean; NNM, bucketing and DnC spectral filtering in front of the promising
-    rules; and the recommended configuration itself.
+    rules; block-wise DnC alone and behind a gated DnC; and the recommended configuration.
 
     ``f`` is the number of Byzantine clients that the rules taking one are told to tolerate.
     """
@@ -175,6 +175,16 @@ def default_defences(f: int = 5) -> tuple[Defence, ...]:
             "DnC drops ⌊0.2·n⌋, β=0.1",
         ),
         Defence("dnc+median", _full("median", **spectral), "DnC drops ⌊0.2·n⌋"),
+        Defence(
+            "block-dnc",
+            _full("block-dnc", block_size=64, filter_fraction=0.2),
+            "DnC in every block of 64 coordinates, drops ⌊0.2·n⌋ per block",
+        ),
+        Defence(
+            "dnc+block-dnc",
+            _full("block-dnc", block_size=64, min_share=0.2, **spectral),
+            "DnC drops ⌊0.2·n⌋ if the top direction has ≥ 20 % of the variance, then block-dnc",
+        ),
         Defence("recommended", PipelineConfig.recommended(), "PipelineConfig.recommended()"),
     )
 

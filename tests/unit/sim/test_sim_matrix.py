@@ -90,7 +90,7 @@ def test_json_markdown_and_criteria(tiny: MatrixResult) -> None:
     payload = json.loads(json.dumps(tiny.to_dict()))
     assert len(payload["cells"]) == 4
     assert payload["config"]["seeds"] == [0]
-    assert payload["config"]["defences"][1]["pipeline"]["aggregator"] == "centered-clip"
+    assert payload["config"]["defences"][1]["pipeline"]["aggregator"] == "block-dnc"
     names = [c["name"] for c in payload["criteria"]]
     assert names == [
         "far above plain FedAvg",
