@@ -64,7 +64,8 @@ FloatArray = npt.NDArray[np.floating[Any]]
 Aggregate = Callable[..., Any]
 Factory = Callable[..., Aggregate]
 
-AGGREGATORS: tuple[str, ...] = (
+#: the eight rules of the design, which the targets speak of
+DESIGN_AGGREGATORS: tuple[str, ...] = (
     "fedavg",
     "krum",
     "multi-krum",
@@ -74,6 +75,9 @@ AGGREGATORS: tuple[str, ...] = (
     "geometric-median",
     "centered-clip",
 )
+#: what the benchmark can time: the eight, and block-wise DnC (the recommendation's rule), which
+#: has no Flower counterpart and no target
+AGGREGATORS: tuple[str, ...] = (*DESIGN_AGGREGATORS, "block-dnc")
 
 TARGET_N = 50
 TARGET_D = 1_000_000
@@ -87,7 +91,7 @@ FLOOR_TARGET = 20.0
 TARGETS = (
     f"at n={TARGET_N}, d={TARGET_D}: "
     + ", ".join(f"{k} ≥ {v:g}× faster than Flower" for k, v in SPEEDUP_TARGETS.items())
-    + f"; every aggregator within {FLOOR_TARGET:g}× of updates.mean(0)"
+    + f"; every aggregator of the design's eight within {FLOOR_TARGET:g}× of updates.mean(0)"
 )
 
 # adaptive repetitions: keep going until this much time is spent (fast cases), at most this often
@@ -546,6 +550,8 @@ def _targets_for(case: CaseResult) -> tuple[TargetCheck, ...]:
             passed = value >= want
             detail = f"speed-up {value:.1f}× (want ≥ {want:g}×)"
         checks.append(TargetCheck(name, case.n, case.d, "speedup", want, value, passed, detail))
+    if name not in DESIGN_AGGREGATORS:
+        return tuple(checks)
     value = case.over_floor
     if value is None:
         checks.append(

@@ -81,7 +81,7 @@ def bench() -> None:
     show_default=True,
     callback=_name_list,
     help="Aggregators to run, comma-separated: fedavg, krum, multi-krum, median, trimmed-mean, "
-    "bulyan, geometric-median, centered-clip.",
+    "bulyan, geometric-median, centered-clip, block-dnc.",
 )
 @click.option(
     "--repeat",
