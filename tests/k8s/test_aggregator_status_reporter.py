@@ -266,7 +266,7 @@ def test_a_real_training_reports_onto_the_resources(
              f"127.0.0.1:{port}", "--rounds", "4", "--task", "digits-logreg",
              "--min-available", "5", "--dp", "central", "--noise-multiplier", "1.0",
              # a named rule keeps the outlier test under central DP (DP-FedAvg would not)
-             "--aggregator", "centered-clip",
+             "--aggregator", "centered-clip", "--agg-param", "tau=0.2",
              "--population", "5", "--poll-timeout", "1", "--round-timeout", "30", "--quiet",
              "--json", "--log-level", "info", "--checkpoint-dir", str(tmp_path / "state"),
              "--kubernetes-status", f"{ns}/digits", "--kubeconfig", str(cp.kubeconfig)],
