@@ -37,7 +37,7 @@ import numpy as np
 from fedwarden.pipeline.aggregators import _params
 from fedwarden.pipeline.aggregators._base import Aggregator, Float64Array, FloatArray
 from fedwarden.pipeline.aggregators._cohort import Cohort
-from fedwarden.pipeline.aggregators.dnc import filtered_count, spectral_scores
+from fedwarden.pipeline.aggregators.dnc import centred_spectral_scores, filtered_count
 
 
 def kept_block_means(block: FloatArray, block_size: int, filter_fraction: float) -> Float64Array:
@@ -57,9 +57,10 @@ def kept_block_means(block: FloatArray, block_size: int, filter_fraction: float)
             out[start:stop] = grouped.mean(axis=2).ravel()
             continue
         # Centre each coordinate at its mean over the rows before the product: a common offset
-        # would otherwise cancel catastrophically in the Gram matrix (see _gram.py).
+        # would otherwise cancel catastrophically in the Gram matrix (see _gram.py). The Gram
+        # matrix of centred rows is already centred, so J G J is skipped.
         centred = grouped - grouped.mean(axis=2, keepdims=True)
-        scores, _ = spectral_scores(np.swapaxes(centred, 1, 2) @ centred)
+        scores, _ = centred_spectral_scores(np.swapaxes(centred, 1, 2) @ centred)
         order = np.argsort(scores, axis=1, kind="stable")
         keep = np.zeros((groups, k))
         np.put_along_axis(keep, order[:, : k - dropped], 1.0, axis=1)

@@ -51,7 +51,11 @@ def spectral_scores(gram: Float64Array) -> tuple[Float64Array, Float64Array]:
     """
     k = gram.shape[-1]
     centring = np.eye(k) - 1.0 / k
-    centred = centring @ gram @ centring
+    return centred_spectral_scores(centring @ gram @ centring)
+
+
+def centred_spectral_scores(centred: Float64Array) -> tuple[Float64Array, Float64Array]:
+    """:func:`spectral_scores` of a Gram matrix (or stack) of rows already centred at their mean."""
     eigenvalues, eigenvectors = np.linalg.eigh((centred + np.swapaxes(centred, -1, -2)) / 2.0)
     # rounding may leave -1e-17 for identical rows
     spectrum = np.maximum(eigenvalues, 0.0)
