@@ -3,6 +3,6 @@
 Updates are ``numpy`` arrays of shape ``(n_clients, d)``, float32 by default.
 """
 
-from fedwarden.pipeline.flatten import flatten, unflatten
+from fedwarden.pipeline.flatten import ParameterLayout, flatten, unflatten
 
-__all__ = ["flatten", "unflatten"]
+__all__ = ["ParameterLayout", "flatten", "unflatten"]
