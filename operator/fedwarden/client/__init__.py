@@ -1,4 +1,4 @@
-"""The client process: dials out to the aggregator over mutual TLS, trains a task on local data,
+"""The client process: dials out to the aggregator over mutual TLS, trains an app on local data,
 signs its update and streams it in chunks. See :mod:`fedwarden.client.runtime` and
 docs/runtime.md.
 
@@ -6,7 +6,15 @@ It uses :mod:`fedwarden.pipeline` (local DP), :mod:`fedwarden.pki`, :mod:`fedwar
 :mod:`fedwarden.sim` (the built-in tasks); nothing imports it but the command line.
 """
 
-from fedwarden.client.flower import NumPyClientTask
+from fedwarden.client.apps import (
+    App,
+    AppError,
+    FitResult,
+    NumPyClientApp,
+    Task,
+    load_app,
+    parse_app_config,
+)
 from fedwarden.client.runtime import (
     EXIT_CODES,
     Backoff,
@@ -16,28 +24,28 @@ from fedwarden.client.runtime import (
     RoundOutcome,
     explain_handshake_failure,
 )
-from fedwarden.client.tasks import (
-    TASKS,
-    BuiltinTask,
-    FitResult,
-    PartitionSpec,
-    Task,
-    split_task_name,
-)
+from fedwarden.client.tasks import TASKS, BuiltinTask, PartitionSpec, builtin_app, split_task_name
+from fedwarden.pipeline.evaluation import Evaluation
 
 __all__ = [
     "EXIT_CODES",
     "TASKS",
+    "App",
+    "AppError",
     "Backoff",
     "BuiltinTask",
     "ClientConfig",
     "ClientResult",
+    "Evaluation",
     "FederationClient",
     "FitResult",
-    "NumPyClientTask",
+    "NumPyClientApp",
     "PartitionSpec",
     "RoundOutcome",
     "Task",
+    "builtin_app",
     "explain_handshake_failure",
+    "load_app",
+    "parse_app_config",
     "split_task_name",
 ]

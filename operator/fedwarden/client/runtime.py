@@ -17,6 +17,12 @@ One :class:`FederationClient` runs the loop::
   :func:`fedwarden.pki.diagnose_endpoint`): the log says *expired on …*, *unknown issuer …*, not
   just "handshake failed". A refusal by the aggregator logs its reason code.
 - **Verification**: the downloaded model must have the digest the round announced.
+- **The app**: the task is any :class:`~fedwarden.client.apps.Task`; an
+  :class:`~fedwarden.client.apps.App` also learns the model's layout from the aggregator (a
+  Flower client whose ``get_parameters`` returns nothing) and, when the aggregator asks for
+  federated evaluation, evaluates each round's global model on its held-out data; the metrics
+  travel in the signed envelope. What the app returns is checked (size, finiteness) before it is
+  signed; an app that fails ends the run with status ``failed`` and reason ``app-error``.
 - **Local DP** (optional, or required by the aggregator): the update is clipped and noised with
   :func:`fedwarden.pipeline.dp.privatize_locally` before it is signed.
 """
@@ -42,7 +48,8 @@ import numpy.typing as npt
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
-from fedwarden.client.tasks import Task
+from fedwarden.client.apps import App, AppError, Task, check_finite
+from fedwarden.pipeline import ParameterLayout
 from fedwarden.pipeline.dp import noise_generator, privatize_locally
 from fedwarden.pki import (
     KeyPairWatcher,
@@ -54,6 +61,8 @@ from fedwarden.pki import (
     load_private_key,
 )
 from fedwarden.wire import (
+    MAX_EVAL_METRICS,
+    METRIC_NAME,
     REASON_METADATA_KEY,
     REASONS,
     Envelope,
@@ -308,6 +317,9 @@ class FederationClient:
                     continue
         except _Finished as finished:
             return finished.result
+        except AppError as exc:
+            log.error("the app failed: %s", exc)
+            return self._result("failed", "app-error", str(exc))
         except _Stop:
             return self._result("stopped", "stopped", "stopped on request")
         finally:
@@ -491,6 +503,7 @@ class FederationClient:
         except grpc.RpcError as exc:
             self._on_rpc_error(exc, "join")
             raise _Retry from None
+        self._adopt_layout(reply)
         self._join = reply
         self._joined = True
         self.client_id = reply.client_id
@@ -502,6 +515,27 @@ class FederationClient:
             reply.round,
         )
 
+    def _announced(self, reply: pb.JoinReply | None = None) -> dict[str, Any]:
+        """What the aggregator asked of clients when we joined (JoinReply.task_json)."""
+        reply = reply if reply is not None else self._join
+        if reply is None or not reply.task_json:
+            return {}
+        try:
+            announced = json.loads(reply.task_json)
+        except ValueError:
+            return {}
+        return announced if isinstance(announced, dict) else {}
+
+    def _adopt_layout(self, reply: pb.JoinReply) -> None:
+        layout = self._announced(reply).get("layout")
+        if isinstance(layout, dict) and hasattr(self.task, "adopt_layout"):
+            self.task.adopt_layout(ParameterLayout.from_dict(layout))
+        if self.task.num_parameters not in (0, reply.num_parameters):
+            raise AppError(
+                f"the app's model has {self.task.num_parameters} parameters, the training's "
+                f"{reply.num_parameters}"
+            )
+
     def _poll(self) -> pb.Instruction:
         wait = self._join.poll_timeout_seconds if self._join is not None else 10.0
         instruction: pb.Instruction = self._stub.Poll(
@@ -511,12 +545,7 @@ class FederationClient:
         return instruction
 
     def _local_dp(self) -> tuple[float, float] | None:
-        announced: dict[str, Any] = {}
-        if self._join is not None and self._join.task_json:
-            try:
-                announced = json.loads(self._join.task_json).get("local_dp") or {}
-            except (ValueError, AttributeError):
-                announced = {}
+        announced = self._announced().get("local_dp") or {}
         if announced:
             return float(announced["clip_norm"]), float(announced["noise_multiplier"])
         if self.config.local_dp_clip is not None and self.config.local_dp_noise is not None:
@@ -541,18 +570,48 @@ class FederationClient:
             self._record(number, "skipped", "model-mismatch", str(exc))
             log.error("round %d: %s", number, exc)
             return
-        fit = self.task.fit(model, number)
-        update_raw, num_examples, metrics = fit[0], fit[1], fit[2]
-        update = as_wire_array(update_raw).astype(np.float32, copy=False)
-        if update.size != model.size:
-            raise ValueError(
-                f"the task returned an update of {update.size} values for a model of {model.size}"
-            )
+        evaluation = self._evaluate(model)
+        update, num_examples, metrics = self._fit(model, number)
         dp = self._local_dp()
         if dp is not None:
             update = privatize_locally(update, dp[0], dp[1], self._dp_rng).astype(np.float32)
         self._rounds_trained += 1
-        self._submit(instruction, update, int(num_examples), deadline, metrics)
+        self._submit(instruction, update, num_examples, deadline, metrics, evaluation)
+
+    def _fit(self, model: F32, number: int) -> tuple[F32, int, dict[str, float]]:
+        try:
+            fit = self.task.fit(model, number)
+            update_raw, num_examples, metrics = fit[0], int(fit[1]), dict(fit[2] or {})
+        except AppError:
+            raise
+        except Exception as exc:
+            raise AppError(f"the app's fit raised {type(exc).__name__}: {exc}") from exc
+        update = as_wire_array(update_raw).astype(np.float32, copy=False)
+        if update.size != model.size:
+            raise AppError(
+                f"the app returned an update of {update.size} values for a model of {model.size}"
+            )
+        check_finite(update, f"the app's update in round {number}")
+        return update, num_examples, metrics
+
+    def _evaluate(self, model: F32) -> tuple[int, dict[str, float]] | None:
+        """The app's evaluation of the round's global model, when the aggregator asks for it."""
+        if not self._announced().get("federated_evaluation") or not isinstance(self.task, App):
+            return None
+        try:
+            evaluation = self.task.evaluate(model)
+        except AppError:
+            raise
+        except Exception as exc:
+            raise AppError(f"the app's evaluate raised {type(exc).__name__}: {exc}") from exc
+        if evaluation is None:
+            return None
+        metrics = {
+            name: float(value)
+            for name, value in list(evaluation.metrics.items())[:MAX_EVAL_METRICS]
+            if METRIC_NAME.match(name) and np.isfinite(value)
+        }
+        return int(evaluation.num_examples), metrics
 
     def _download(self, instruction: pb.Instruction) -> F32:
         total = int(instruction.num_parameters)
@@ -589,6 +648,7 @@ class FederationClient:
         num_examples: int,
         deadline: float,
         metrics: dict[str, float],
+        evaluation: tuple[int, dict[str, float]] | None = None,
     ) -> None:
         number = instruction.round
         payload_digest = tensor_digest(update)
@@ -604,6 +664,8 @@ class FederationClient:
                 num_values=int(update.size),
                 num_examples=num_examples,
                 nonce=new_nonce(),
+                eval_examples=0 if evaluation is None else evaluation[0],
+                eval_metrics={} if evaluation is None else evaluation[1],
             )
             signed = sign_envelope(self._key, envelope)
             remaining = deadline - time.monotonic()

@@ -1,31 +1,29 @@
-"""What a client trains: the :class:`Task` interface and the built-in tasks of the simulation.
+"""The built-in tasks: fedwarden's own apps, on the simulation's data sets and models.
 
-A task turns the global model into an update::
+A built-in task is ``<dataset>-<model>`` with a data set of :data:`fedwarden.sim.datasets.DATASETS`
+(``digits``, ``breast-cancer``, ``wine``, ``mnist1d``) and a model of
+:data:`fedwarden.sim.models.MODELS` (``logreg``, ``mlp``), e.g. ``digits-logreg``. It is an
+:class:`~fedwarden.client.apps.App` like any user's app, loaded the same way: ``--task NAME`` is
+``--app fedwarden.client.tasks:builtin_app --app-config task=NAME``.
 
-    fit(global_params: np.ndarray, round: int) -> (update, num_examples, metrics)
-
-``update`` is a flat float32 vector of the model's size (what to *add* to the global model),
-``num_examples`` the number of local samples (a claim; robust aggregators do not let it buy
-influence) and ``metrics`` a dict of floats. Any object with ``num_parameters`` and ``fit`` is
-a task; :class:`fedwarden.client.flower.NumPyClientTask` wraps a Flower ``NumPyClient``.
-
-Built-in tasks come from :mod:`fedwarden.sim`: ``<dataset>-<model>`` with a data set of
-:data:`fedwarden.sim.datasets.DATASETS` (``digits``, ``breast-cancer``, ``wine``, ``mnist1d``) and
-a model of :data:`fedwarden.sim.models.MODELS` (``logreg``, ``mlp``), e.g. ``digits-logreg``. A
-client given ``--partition dirichlet:0.5 --client-index 3 --num-clients 10`` trains on shard 3 of
-the training set split the same way by every client (the split and the partition are seeded by
-``data_seed``, which every party of a training must share); the aggregator uses the same task
-for the initial model and to evaluate each round's model on the test set.
+A client given ``--partition dirichlet:0.5 --client-index 3 --num-clients 10`` trains on shard 3
+of the training set split the same way by every client, and evaluates on shard 3 of the test set
+(its own held-out data); the split and the partition are seeded by ``data_seed``, which every
+party of a training must share. The aggregator's view (no client index) is the whole training
+set, the initial model (seeded by ``model_seed``) and the whole test set.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, NamedTuple, Protocol, runtime_checkable
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
+from fedwarden.client.apps import AppError, FitResult
+from fedwarden.pipeline import ParameterLayout
+from fedwarden.pipeline.evaluation import Evaluation
 from fedwarden.sim.datasets import DATASETS, Dataset, load_dataset
 from fedwarden.sim.models import MODELS, Model, evaluate, local_sgd, make_model
 from fedwarden.sim.partition import PARTITIONS, partition
@@ -34,26 +32,6 @@ F32 = npt.NDArray[np.float32]
 
 TASKS: tuple[str, ...] = tuple(f"{d}-{m}" for d in DATASETS for m in MODELS)
 """The built-in task names."""
-
-
-class FitResult(NamedTuple):
-    """What :meth:`Task.fit` returns (a plain tuple works too)."""
-
-    update: F32
-    num_examples: int
-    metrics: dict[str, float]
-
-
-@runtime_checkable
-class Task(Protocol):
-    """Local training. See the module docstring."""
-
-    @property
-    def num_parameters(self) -> int: ...
-
-    def fit(
-        self, global_params: F32, round: int
-    ) -> FitResult | tuple[npt.NDArray[Any], int, dict[str, float]]: ...
 
 
 def split_task_name(name: str) -> tuple[str, str]:
@@ -115,6 +93,7 @@ class BuiltinTask:
         local_epochs, lr, batch_size: local SGD.
         hidden: hidden units of ``mlp``.
         seed: seeds the client's SGD order; ``None`` draws from the OS.
+        model_seed: seeds the initial model (every aggregator restart makes the same one).
     """
 
     def __init__(
@@ -130,6 +109,7 @@ class BuiltinTask:
         batch_size: int = 16,
         hidden: int = 32,
         seed: int | None = None,
+        model_seed: int = 0,
         dataset: Dataset | None = None,
     ) -> None:
         self.name = name
@@ -162,6 +142,13 @@ class BuiltinTask:
             parts = partition_indices(self.dataset.y_train, num_clients, self.partition, data_seed)
             idx = parts[client_index]
             self.x, self.y = self.dataset.x_train[idx], self.dataset.y_train[idx]
+        self.x_test, self.y_test = self.dataset.x_test, self.dataset.y_test
+        if client_index is not None:
+            held_out = partition_indices(
+                self.dataset.y_test, num_clients, PartitionSpec(), data_seed
+            )[client_index]
+            self.x_test, self.y_test = self.x_test[held_out], self.y_test[held_out]
+        self.model_seed = model_seed
         self._rng = np.random.default_rng(seed)
 
     @property
@@ -172,9 +159,13 @@ class BuiltinTask:
     def num_examples(self) -> int:
         return len(self.y)
 
-    def init_params(self, seed: int = 0) -> F32:
-        """The initial global model (seeded; every aggregator restart makes the same one)."""
-        return self.model.init(np.random.default_rng(seed)).astype(np.float32)
+    @property
+    def layout(self) -> ParameterLayout:
+        return self.model.layout
+
+    def initial_parameters(self) -> F32:
+        """The initial global model (seeded by ``model_seed``)."""
+        return self.model.init(np.random.default_rng(self.model_seed)).astype(np.float32)
 
     def fit(self, global_params: F32, round: int) -> FitResult:
         params = np.asarray(global_params, dtype=np.float32)
@@ -192,10 +183,13 @@ class BuiltinTask:
         update = (new - params).astype(np.float32)
         return FitResult(update, len(self.y), {"train_accuracy": accuracy, "train_loss": loss})
 
-    def evaluate(self, params: F32) -> dict[str, float]:
-        """Accuracy and loss of ``params`` on the test set."""
-        accuracy, loss = evaluate(self.model, params, self.dataset.x_test, self.dataset.y_test)
-        return {"accuracy": float(accuracy), "loss": float(loss)}
+    def evaluate(self, parameters: F32) -> Evaluation | None:
+        """Accuracy and loss on the held-out data: this client's shard of the test set, or
+        the whole test set for the aggregator's view; ``None`` for a shard left empty."""
+        if not len(self.y_test):
+            return None
+        accuracy, loss = evaluate(self.model, parameters, self.x_test, self.y_test)
+        return Evaluation(len(self.y_test), {"accuracy": float(accuracy), "loss": float(loss)})
 
 
 def partition_indices(
@@ -210,3 +204,45 @@ def partition_indices(
         shards_per_client=spec.shards_per_client,
         rng=np.random.default_rng([data_seed, 1]),
     )
+
+
+def builtin_app(context: Any) -> BuiltinTask:
+    """A built-in task as a ``client_fn(context)``: what ``--task`` loads.
+
+    ``run_config``: ``task`` (required), ``partition``, ``data-seed``, ``model-seed``,
+    ``local-epochs``, ``lr``, ``batch-size``, ``hidden``, ``seed``; ``node_config``:
+    ``partition-id`` (absent: the aggregator's view) and ``num-partitions``.
+    """
+    run: dict[str, Any] = dict(context.run_config)
+    node: dict[str, Any] = dict(context.node_config)
+    name = run.pop("task", None)
+    if not isinstance(name, str):
+        raise AppError("the built-in app needs run_config task=<dataset>-<model>")
+    options = {key.replace("-", "_"): value for key, value in run.items()}
+    unknown = set(options) - _BUILTIN_OPTIONS
+    if unknown:
+        raise AppError(
+            "unknown setting(s) of the built-in task: "
+            + ", ".join(sorted(k.replace("_", "-") for k in unknown))
+            + "; it takes "
+            + ", ".join(sorted(k.replace("_", "-") for k in _BUILTIN_OPTIONS))
+        )
+    if "lr" in options:
+        options["lr"] = float(options["lr"])
+    if "partition" in options:
+        options["partition"] = str(options["partition"])
+    index = node.get("partition-id")
+    try:
+        return BuiltinTask(
+            name,
+            client_index=None if index is None else int(index),
+            num_clients=int(node.get("num-partitions", 1)),
+            **options,
+        )
+    except (TypeError, ValueError) as exc:
+        raise AppError(str(exc)) from exc
+
+
+_BUILTIN_OPTIONS = frozenset(
+    {"partition", "data_seed", "model_seed", "local_epochs", "lr", "batch_size", "hidden", "seed"}
+)

@@ -1,8 +1,8 @@
 """``fedwarden client``: a client process (what the client image runs).
 
 The logic lives in :mod:`fedwarden.client`; this module turns options into a
-:class:`~fedwarden.client.FederationClient` with a built-in task and exits with a code that
-says how the run ended.
+:class:`~fedwarden.client.FederationClient` running the user's app (or a built-in one) and exits
+with a code that says how the run ended.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from typing import Any
 
 import click
 
+from fedwarden.commands._app_options import app_selection
 from fedwarden.commands._common import console, emit_json, json_option
 
 _PATH = click.Path(dir_okay=False, path_type=Path)
@@ -40,38 +41,81 @@ _PATH = click.Path(dir_okay=False, path_type=Path)
 )
 @click.option("--training-uid", default="", help="The training to join [default: any].")
 @click.option(
+    "--app",
+    metavar="MODULE:ATTR",
+    default=None,
+    help="Your app: a Flower NumPyClient (instance, class, factory or client_fn(context)) or a "
+    "fedwarden app; MODULE is imported from the working directory or the installed packages.",
+)
+@click.option(
+    "--app-config",
+    metavar="KEY=VALUE",
+    multiple=True,
+    help="Reaches the app's context.run_config (repeat; true/false, numbers and strings).",
+)
+@click.option(
     "--task",
-    required=True,
     metavar="NAME",
-    help="Built-in task, dataset-model: digits-logreg, digits-mlp, mnist1d-mlp, ...",
+    default=None,
+    help="A built-in task instead of --app, dataset-model: digits-logreg, digits-mlp, "
+    "mnist1d-mlp, ...",
 )
 @click.option(
     "--partition",
     default="iid",
     show_default=True,
-    help="How the training set is split: iid, dirichlet:<alpha>, shards:<n>.",
+    help="Built-in task: how the training set is split: iid, dirichlet:<alpha>, shards:<n>.",
 )
 @click.option(
     "--client-index",
     type=click.IntRange(min=0),
     default=None,
-    help="This client's shard (0-based) [default: the whole training set].",
+    help="This client's shard (0-based), the app's node_config partition-id [default: the "
+    "whole training set].",
 )
 @click.option(
-    "--num-clients", type=click.IntRange(min=1), default=1, show_default=True, help="Shards."
+    "--num-clients",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Shards, the app's node_config num-partitions.",
 )
 @click.option(
     "--data-seed",
     type=int,
     default=0,
     show_default=True,
-    help="Seed of the split and partition (the same for every client of a training).",
+    help="Built-in task: seed of the split and partition (the same for every client).",
 )
-@click.option("--local-epochs", type=click.IntRange(min=1), default=1, show_default=True)
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=0.1, show_default=True)
-@click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True)
-@click.option("--hidden", type=click.IntRange(min=1), default=32, show_default=True)
-@click.option("--seed", type=int, default=None, help="Seed the local SGD order.")
+@click.option(
+    "--local-epochs",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Built-in task: local epochs per round.",
+)
+@click.option(
+    "--lr",
+    type=click.FloatRange(min=0, min_open=True),
+    default=0.1,
+    show_default=True,
+    help="Built-in task: learning rate.",
+)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=16,
+    show_default=True,
+    help="Built-in task: batch size.",
+)
+@click.option(
+    "--hidden",
+    type=click.IntRange(min=1),
+    default=32,
+    show_default=True,
+    help="Built-in task: hidden units of mlp.",
+)
+@click.option("--seed", type=int, default=None, help="Built-in task: seed the local SGD order.")
 @click.option(
     "--local-dp-clip",
     type=click.FloatRange(min=0, min_open=True),
@@ -122,16 +166,20 @@ _PATH = click.Path(dir_okay=False, path_type=Path)
 def client(**options: Any) -> None:
     """Take part in a training: dial out to the aggregator over mutual TLS, train, sign, send.
 
-    Exit codes: 0 the training ended (or --max-rounds was reached), 1 an error, 2 a usage
-    mistake, 3 refused by the aggregator (revoked, banned, not enrolled), 4 the aggregator
-    could not be reached for --give-up-after seconds.
+    Exit codes: 0 the training ended (or --max-rounds was reached), 1 an error (among them an
+    app that fails to load, raises, or returns NaN or other shapes), 2 a usage mistake, 3
+    refused by the aggregator (revoked, banned, not enrolled), 4 the aggregator could not be
+    reached for --give-up-after seconds.
 
     \b
-    Example:
+    Examples:
+      fedwarden client --tls-dir site-3/ --server 127.0.0.1:8443 \\
+          --app my_app.client:client_fn --app-config local-epochs=2 \\
+          --client-index 3 --num-clients 10
       fedwarden client --tls-dir site-3/ --server 127.0.0.1:8443 --task digits-logreg \\
           --partition dirichlet:0.5 --client-index 3 --num-clients 10
     """
-    from fedwarden.client import BuiltinTask, ClientConfig, FederationClient
+    from fedwarden.client import AppError, ClientConfig, FederationClient, load_app
     from fedwarden.pki import PKIError, TLSDirectory
 
     logging.basicConfig(
@@ -152,18 +200,13 @@ def client(**options: Any) -> None:
         if not Path(path).exists():
             raise click.ClickException(f"the {what} {path} does not exist")
     try:
-        task = BuiltinTask(
-            options["task"],
-            partition=options["partition"],
-            client_index=options["client_index"],
-            num_clients=options["num_clients"],
-            data_seed=options["data_seed"],
-            local_epochs=options["local_epochs"],
-            lr=options["lr"],
-            batch_size=options["batch_size"],
-            hidden=options["hidden"],
-            seed=options["seed"],
+        spec, run_config = app_selection(
+            options["app"], options["app_config"], options["task"], _task_settings(options)
         )
+        node_config: dict[str, Any] = {"num-partitions": options["num_clients"]}
+        if options["client_index"] is not None:
+            node_config["partition-id"] = options["client_index"]
+        task = load_app(spec, run_config=run_config, node_config=node_config)
         config = ClientConfig(
             server=options["server"],
             cert=cert,
@@ -179,7 +222,7 @@ def client(**options: Any) -> None:
             max_rounds=options["max_rounds"],
         )
         runner = FederationClient(config, task)
-    except (ValueError, PKIError) as exc:
+    except (AppError, ValueError, PKIError) as exc:
         raise click.ClickException(str(exc)) from exc
 
     def _terminate(signum: int, frame: Any) -> None:
@@ -202,3 +245,18 @@ def client(**options: Any) -> None:
             f"{accepted} of {len(result.rounds)} updates accepted. {result.message}"
         )
     sys.exit(result.exit_code)
+
+
+def _task_settings(options: dict[str, Any]) -> dict[str, Any]:
+    """The built-in task's settings, as its run_config names them."""
+    settings = {
+        "partition": options["partition"],
+        "data-seed": options["data_seed"],
+        "local-epochs": options["local_epochs"],
+        "lr": options["lr"],
+        "batch-size": options["batch_size"],
+        "hidden": options["hidden"],
+    }
+    if options["seed"] is not None:
+        settings["seed"] = options["seed"]
+    return settings

@@ -27,8 +27,9 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from fedwarden.client.apps import FitResult
 from fedwarden.client.runtime import ClientConfig, FederationClient
-from fedwarden.client.tasks import BuiltinTask, FitResult
+from fedwarden.client.tasks import BuiltinTask
 from fedwarden.pipeline.accounting import calibrate_noise_multiplier, get_accountant
 from fedwarden.pipeline.dp import noise_generator
 from fedwarden.sim.models import DPSGDConfig, dp_sgd, evaluate

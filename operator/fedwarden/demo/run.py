@@ -440,7 +440,7 @@ def reference_accuracy(config: DemoConfig) -> float:
         for i in range(config.clients)
     }
     evaluator = BuiltinTask(config.task, lr=config.lr)
-    params = evaluator.init_params(0)
+    params = evaluator.initial_parameters()
     participants = _cast(config)
     actors: dict[str, Any] = {}
     for p in participants:
@@ -455,4 +455,6 @@ def reference_accuracy(config: DemoConfig) -> float:
         names = [n for n in actors if n not in pipe.banned]
         updates = np.stack([actors[n].fit(params, 0)[0] for n in names])
         params = params + pipe.run_round(updates, names).aggregate
-    return float(evaluator.evaluate(params)["accuracy"])
+    evaluated = evaluator.evaluate(params)
+    assert evaluated is not None  # the aggregator's view holds the whole test set
+    return evaluated.metrics["accuracy"]

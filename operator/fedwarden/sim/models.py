@@ -23,6 +23,8 @@ from typing import Protocol
 import numpy as np
 import numpy.typing as npt
 
+from fedwarden.pipeline import ParameterLayout
+
 Array = npt.NDArray[np.floating]
 
 MODELS: tuple[str, ...] = ("logreg", "mlp")
@@ -35,6 +37,11 @@ class Model(Protocol):
     @property
     def dim(self) -> int:
         """Number of parameters ``d``."""
+        ...
+
+    @property
+    def layout(self) -> ParameterLayout:
+        """The named tensors the flat parameters stand for (what a model file holds)."""
         ...
 
     def init(self, rng: np.random.Generator) -> npt.NDArray[np.float32]:
@@ -81,6 +88,12 @@ class LogisticRegression:
     @property
     def dim(self) -> int:
         return (self.n_features + 1) * self.n_classes
+
+    @property
+    def layout(self) -> ParameterLayout:
+        return ParameterLayout(
+            ("weight", "bias"), ((self.n_features, self.n_classes), (self.n_classes,))
+        )
 
     def _split(self, params: Array) -> tuple[Array, Array]:
         k = self.n_features * self.n_classes
@@ -129,6 +142,14 @@ class MLP:
     @property
     def dim(self) -> int:
         return (self.n_features + 1) * self.hidden + (self.hidden + 1) * self.n_classes
+
+    @property
+    def layout(self) -> ParameterLayout:
+        f, h, c = self.n_features, self.hidden, self.n_classes
+        return ParameterLayout(
+            ("hidden.weight", "hidden.bias", "output.weight", "output.bias"),
+            ((f, h), (h,), (h, c), (c,)),
+        )
 
     def _split(self, params: Array) -> tuple[Array, Array, Array, Array]:
         f, h, c = self.n_features, self.hidden, self.n_classes

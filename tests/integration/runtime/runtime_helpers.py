@@ -31,6 +31,7 @@ from fedwarden.aggregator import (
     ServerTLS,
 )
 from fedwarden.client import BuiltinTask, ClientConfig, FederationClient
+from fedwarden.pipeline import ParameterLayout
 from fedwarden.pipeline.round import Pipeline, PipelineConfig
 from fedwarden.pki import (
     TLSDirectory,
@@ -130,12 +131,14 @@ def make_aggregator(
     revoke: bool = True,
     metrics: bool = False,
     dim: int | None = None,
+    layout: ParameterLayout | None = None,
     **config: Any,
 ) -> tuple[Aggregator, RecordingReporter]:
-    """An aggregator on 127.0.0.1:0 for the digits task (or zeros of ``dim``), started."""
+    """An aggregator on 127.0.0.1:0 for the digits task (or zeros of ``dim``, laid out as
+    ``layout``, evaluated by the clients), started."""
     recording = RecordingReporter()
     task = BuiltinTask(TASK) if dim is None else None
-    initial = task.init_params() if task is not None else np.zeros(dim or 1, np.float32)
+    initial = task.initial_parameters() if task is not None else np.zeros(dim or 1, np.float32)
     settings: dict[str, Any] = {
         "round_timeout": 60.0,
         "stall_timeout": 15.0,
@@ -163,6 +166,7 @@ def make_aggregator(
         evaluator=task.evaluate if task is not None else None,
         checkpoint_dir=checkpoint_dir,
         metrics_address=("127.0.0.1", 0) if metrics else None,
+        layout=layout if layout is not None else (task.layout if task is not None else None),
     )
     agg.start(timeout=TIMEOUT)
     return agg, recording

@@ -1,4 +1,4 @@
-"""The client's tasks, the Flower adapter, backoff and settings."""
+"""The built-in tasks, backoff and settings."""
 
 from __future__ import annotations
 
@@ -14,7 +14,6 @@ from fedwarden.client import (
     BuiltinTask,
     ClientConfig,
     ClientResult,
-    NumPyClientTask,
     PartitionSpec,
     Task,
     split_task_name,
@@ -45,40 +44,20 @@ def test_clients_train_on_disjoint_shards_of_one_split() -> None:
     whole = BuiltinTask("digits-logreg")
     assert sum(t.num_examples for t in shards) == whole.num_examples
     assert isinstance(shards[0], Task)
-    params = whole.init_params()
+    params = whole.initial_parameters()
     update, n, metrics = shards[3].fit(params, 1)
     assert update.dtype == np.float32
     assert update.shape == (whole.num_parameters,)
     assert n == shards[3].num_examples
     assert "train_accuracy" in metrics
-    assert 0.0 <= whole.evaluate(params)["accuracy"] <= 1.0
+    evaluated = whole.evaluate(params)
+    assert evaluated is not None
+    assert evaluated.num_examples == len(whole.dataset.y_test)
+    assert 0.0 <= evaluated.metrics["accuracy"] <= 1.0
+    held_out = [shard.evaluate(params) for shard in shards]
+    assert sum(e.num_examples for e in held_out if e is not None) == evaluated.num_examples
     with pytest.raises(ValueError, match=r"outside 0\.\.4"):
         BuiltinTask("digits-logreg", client_index=5, num_clients=5)
-
-
-class FakeNumPyClient:
-    """What a Flower NumPyClient offers: get_parameters and fit on lists of arrays."""
-
-    def __init__(self) -> None:
-        self.weights = [np.ones((2, 3), np.float32), np.zeros(4, np.float32)]
-
-    def get_parameters(self, config: dict) -> list[np.ndarray]:
-        return [w.copy() for w in self.weights]
-
-    def fit(self, parameters: list[np.ndarray], config: dict):
-        assert config["server_round"] == 7
-        new = [p + 0.5 for p in parameters]
-        return new, 12, {"loss": 0.25, "note": "ignored"}
-
-
-def test_flower_numpy_client_adapter() -> None:
-    task = NumPyClientTask(FakeNumPyClient())
-    assert task.num_parameters == 10
-    start = task.initial_parameters()
-    update, n, metrics = task.fit(start, 7)
-    np.testing.assert_allclose(update, np.full(10, 0.5, np.float32))
-    assert n == 12
-    assert metrics == {"loss": 0.25}
 
 
 def test_backoff_doubles_with_jitter_up_to_a_cap() -> None:

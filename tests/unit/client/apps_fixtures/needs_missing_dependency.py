@@ -1,0 +1,1 @@
+import fedwarden_no_such_package  # noqa: F401
