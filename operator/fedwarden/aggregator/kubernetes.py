@@ -10,7 +10,9 @@ conflicts with it:
 - ``FederatedTraining.status``: ``round`` (rounds completed), ``epsilonSpent``, ``delta``,
   ``noiseMultiplier``, ``participants`` (of the last round), ``rejectedUpdates`` (so far),
   ``bannedClients`` (sorted names), ``bannedCount``, ``lastMetrics`` (``accuracy``, ``loss``,
-  ``updateNorm``, those known);
+  ``updateNorm``, those known; under federated evaluation also ``evaluatedBy``, the number of
+  clients whose claimed metrics were combined, and ``evaluatedRound``, the round whose model
+  they evaluated);
 - ``FLClient.status`` (the client id is the FLClient's name, in the training's namespace):
   ``strikes``, ``lastScore``, ``roundsParticipated``, and on a ban ``phase: Banned`` with
   ``banReason`` (``<code>: <reason>``).
@@ -92,7 +94,14 @@ def displayed_epsilon(epsilon: float) -> float:
 CLIENT_FIELDS = ("strikes", "lastScore", "roundsParticipated", "phase", "banReason")
 """The FLClient status fields this reporter owns; ``phase`` only ever as ``Banned``."""
 
-_METRICS = (("accuracy", "accuracy"), ("loss", "loss"), ("update_norm", "updateNorm"))
+_METRICS = (
+    ("accuracy", "accuracy"),
+    ("loss", "loss"),
+    ("update_norm", "updateNorm"),
+    ("evaluated_by", "evaluatedBy"),
+    ("evaluated_round", "evaluatedRound"),
+)
+_COUNTS = frozenset({"evaluatedBy", "evaluatedRound"})
 _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 
 
@@ -139,7 +148,7 @@ class StatusState:
     replay_round: int | None = None
     replay_rejected: int = 0
     banned: dict[str, str] = field(default_factory=dict)
-    metrics: dict[str, float] = field(default_factory=dict)
+    metrics: dict[str, float | int] = field(default_factory=dict)
     clients: dict[str, ClientFacts] = field(default_factory=dict)
 
     def copy(self) -> StatusState:
@@ -164,8 +173,8 @@ class StatusState:
                 facts.ban_reason = reason
 
     def _metrics(self, metrics: Mapping[str, float]) -> None:
-        known = {
-            ours: float(metrics[theirs])
+        known: dict[str, float | int] = {
+            ours: int(metrics[theirs]) if ours in _COUNTS else float(metrics[theirs])
             for theirs, ours in _METRICS
             if theirs in metrics and math.isfinite(float(metrics[theirs]))
         }

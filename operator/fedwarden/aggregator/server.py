@@ -68,7 +68,9 @@ from fedwarden.aggregator.reporting import (
 )
 from fedwarden.aggregator.revocation import LogOnlyRevoker, Revoker
 from fedwarden.aggregator.tls import ServerTLS
+from fedwarden.pipeline import ParameterLayout
 from fedwarden.pipeline.errors import PrivacyBudgetExhaustedError
+from fedwarden.pipeline.evaluation import Evaluation, combine_client_evaluations
 from fedwarden.pipeline.round import Pipeline, RoundResult
 from fedwarden.pki import (
     CertificateProblem,
@@ -101,7 +103,7 @@ from fedwarden.wire.envelope import ROUND_TOKEN_BYTES
 log = logging.getLogger("fedwarden.aggregator")
 
 F32 = npt.NDArray[np.float32]
-Evaluator = Callable[[F32], Mapping[str, float]]
+Evaluator = Callable[[F32], Evaluation | None]
 
 _PEER_PERMISSION = {"revoked", "banned"}
 
@@ -186,7 +188,15 @@ class Aggregator:
         listen: ``host:port`` of the gRPC server (port 0 picks one; see :attr:`port`).
         revoker: revokes banned clients' certificates (default: log only).
         reporter: receives the status events.
-        evaluator: ``params -> {"accuracy": ..., ...}`` run on each new global model.
+        evaluator: ``params -> Evaluation`` (or ``None``) run on each new global model. Without
+            one, the aggregator asks for **federated evaluation**: sampled clients evaluate the
+            global model they download on their own held-out data, and the metrics in their
+            signed envelopes are combined robustly
+            (:func:`fedwarden.pipeline.evaluation.combine_client_evaluations`) and reported,
+            never used to judge a client.
+        layout: the named tensors the model stands for, announced to clients (which cut the
+            flat vector into their arrays with it); ``None``: unknown, one flat tensor here and
+            nothing announced, so clients use their own shapes.
         checkpoint_dir: where the checkpoint lives; ``None`` keeps no checkpoint.
         metrics_address: ``(host, port)`` of the HTTP server for /metrics, /healthz and
             /readyz (port 0 picks one; see :attr:`metrics_port`); ``None`` starts none.
@@ -207,12 +217,19 @@ class Aggregator:
         checkpoint_dir: Path | str | None = None,
         metrics_address: tuple[str, int] | None = None,
         registry: CollectorRegistry | None = None,
+        layout: ParameterLayout | None = None,
     ) -> None:
         model = as_wire_array(initial_model).astype(np.float32, copy=True)
         if model.size != pipeline.dim:
             raise ValueError(
                 f"the initial model has {model.size} parameters, the pipeline expects "
                 f"{pipeline.dim}"
+            )
+        self.layout = layout if layout is not None else ParameterLayout.single(model.size)
+        if self.layout.size != model.size:
+            raise ValueError(
+                f"the model's layout ({self.layout.describe()}) has {self.layout.size} "
+                f"parameters, the initial model {model.size}"
             )
         if pipeline.config.privacy.mode != "none" and config.sampling != "poisson":
             raise ValueError(
@@ -239,6 +256,12 @@ class Aggregator:
         self.revoker: Revoker = revoker if revoker is not None else LogOnlyRevoker()
         self.reporter = reporter if reporter is not None else Reporter()
         self.evaluator = evaluator
+        self.announcement: dict[str, object] = {
+            **(config.task or {}),
+            "federated_evaluation": evaluator is None,
+        }
+        if layout is not None:
+            self.announcement["layout"] = layout.to_dict()
         self.checkpoint_dir = None if checkpoint_dir is None else Path(checkpoint_dir)
         self.metrics_address = metrics_address
         self.metrics = AggregatorMetrics(registry)
@@ -669,7 +692,20 @@ class Aggregator:
                 banned[client] = self.pipeline.ban_reason(client) or reason
         if self.evaluator is not None:
             evaluated = await asyncio.to_thread(self.evaluator, new_model)
-            metrics.update({k: float(v) for k, v in evaluated.items()})
+            if evaluated is not None:
+                metrics.update({k: float(v) for k, v in evaluated.metrics.items()})
+        elif result is not None:
+            # the clients evaluated the model they downloaded: this round's base model
+            reports = [
+                Evaluation(
+                    rnd.accepted[c].envelope.eval_examples,
+                    dict(rnd.accepted[c].envelope.eval_metrics),
+                )
+                for c in result.accepted
+            ]
+            federated = combine_client_evaluations(reports)
+            if federated:
+                metrics.update(federated, evaluated_round=float(rnd.number - 1))
         duration = self._now() - rnd.opened
         strikes = self.pipeline.strikes
         record = RoundFinished(
@@ -925,7 +961,7 @@ class Aggregator:
         return pb.JoinReply(
             training_uid=self.training_uid,
             num_parameters=self.dim,
-            task_json=json.dumps(self.config.task or {}),
+            task_json=json.dumps(self.announcement),
             max_chunk_bytes=self.config.chunk_bytes,
             max_update_bytes=self.max_update_bytes,
             client_id=client,

@@ -329,9 +329,20 @@ TrainingPhase = Literal["Pending", "Running", "Suspended", "Succeeded", "Failed"
 
 
 class MetricsStatus(Model):
+    """The last round's metrics. With ``evaluatedBy`` set they come from federated evaluation:
+    the median of what that many sampled clients claim about the model of ``evaluatedRound``
+    on their own data (attacker-controlled; reported, never used to judge a client); without
+    it, the aggregator evaluated the model itself."""
+
     accuracy: float | None = None
     loss: float | None = None
     update_norm: float | None = None
+    evaluated_by: int | None = Field(
+        default=None, ge=0, description="Clients whose evaluation was combined (federated)."
+    )
+    evaluated_round: int | None = Field(
+        default=None, ge=0, description="The round whose model the clients evaluated."
+    )
 
 
 class FederatedTrainingStatus(Model):

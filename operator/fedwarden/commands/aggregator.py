@@ -202,31 +202,52 @@ _DIR = click.Path(file_okay=False, path_type=Path)
     help="What envelopes must name [default: the training's SPIFFE ID from the CA].",
 )
 @click.option(
+    "--app",
+    metavar="MODULE:ATTR",
+    default=None,
+    help="The training's app (what clients run with --app): the initial model, and the "
+    "model's tensor names and shapes. Loaded as partition 0 of 1.",
+)
+@click.option(
+    "--app-config",
+    metavar="KEY=VALUE",
+    multiple=True,
+    help="Reaches the app's context.run_config (repeat).",
+)
+@click.option(
     "--task",
     default=None,
     metavar="NAME",
-    help="Built-in task (dataset-model, e.g. digits-logreg): the initial model and the test-set "
-    "evaluation of each round.",
+    help="A built-in task instead of --app (dataset-model, e.g. digits-logreg): the initial "
+    "model and the test-set evaluation of each round.",
 )
 @click.option(
     "--num-parameters",
     type=click.IntRange(min=1),
     default=None,
-    help="Model size when there is no --task (the initial model is zeros).",
+    help="Model size when there is no --app or --task (the initial model is zeros).",
+)
+@click.option(
+    "--evaluation",
+    type=click.Choice(("server", "federated")),
+    default=None,
+    help="server: the aggregator evaluates each round's model with the app's evaluate; "
+    "federated: sampled clients evaluate it on their own held-out data and report in their "
+    "signed updates [default: server for --task, federated otherwise].",
 )
 @click.option(
     "--model-seed",
     type=int,
     default=0,
     show_default=True,
-    help="Seed of the task's initial model.",
+    help="Seed of the built-in task's initial model.",
 )
 @click.option(
     "--data-seed",
     type=int,
     default=0,
     show_default=True,
-    help="Seed of the task's train/test split (shared by the training's clients).",
+    help="Seed of the built-in task's train/test split (shared by the training's clients).",
 )
 @pipeline_options
 @click.option(
@@ -434,7 +455,6 @@ def _tls(options: dict[str, Any]) -> Any:
 
 
 def _build(options: dict[str, Any]) -> Any:
-    import numpy as np
 
     from fedwarden.aggregator import (
         Aggregator,
@@ -446,26 +466,12 @@ def _build(options: dict[str, Any]) -> Any:
         Reporter,
     )
     from fedwarden.aggregator.reporting import make_reporter
-    from fedwarden.client.tasks import BuiltinTask
     from fedwarden.pipeline.round import Pipeline
 
     tls = _tls(options)
     sampling = effective_sampling(options)
     settings = _pipeline_config(options)
-    if options["task"] is not None:
-        task = BuiltinTask(options["task"], data_seed=options["data_seed"])
-        initial = task.init_params(options["model_seed"])
-        evaluator: Any = task.evaluate
-        if options["num_parameters"] not in (None, task.num_parameters):
-            raise ValueError(
-                f"--num-parameters {options['num_parameters']} but task {options['task']} has "
-                f"{task.num_parameters}"
-            )
-    elif options["num_parameters"] is not None:
-        initial = np.zeros(options["num_parameters"], dtype=np.float32)
-        evaluator = None
-    else:
-        raise click.UsageError("give --task (a built-in task) or --num-parameters")
+    initial, layout, evaluator = _model(options)
     pipeline = Pipeline(
         settings,
         dim=int(initial.size),
@@ -528,4 +534,42 @@ def _build(options: dict[str, Any]) -> Any:
         evaluator=evaluator,
         checkpoint_dir=options["checkpoint_dir"],
         metrics_address=options["metrics_address"],
+        layout=layout,
     )
+
+
+def _model(options: dict[str, Any]) -> tuple[Any, Any, Any]:
+    """``(initial model, layout, evaluator)`` from --app, --task or --num-parameters (whose
+    layout is unknown: ``None``); the evaluator is ``None`` under federated evaluation. The
+    initial model never comes from a client."""
+    import numpy as np
+
+    from fedwarden.client import AppError, load_app
+    from fedwarden.commands._app_options import app_selection
+
+    chosen = [o for o in ("app", "task", "num_parameters") if options[o] is not None]
+    if len(chosen) != 1:
+        raise click.UsageError(
+            "give one of --app MODULE:ATTR (the training's app), --task NAME (a built-in task) "
+            "or --num-parameters N"
+        )
+    evaluation = options["evaluation"] or ("server" if options["task"] is not None else "federated")
+    if options["num_parameters"] is not None:
+        if evaluation == "server":
+            raise click.UsageError("--evaluation server needs --app or --task")
+        return np.zeros(options["num_parameters"], dtype=np.float32), None, None
+    spec, run_config = app_selection(
+        options["app"],
+        options["app_config"],
+        options["task"],
+        {"data-seed": options["data_seed"], "model-seed": options["model_seed"]},
+    )
+    try:
+        app = load_app(
+            spec, run_config=run_config, node_config={"partition-id": 0, "num-partitions": 1}
+        )
+        initial = app.initial_parameters()
+    except AppError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+    return initial, app.layout, app.evaluate if evaluation == "server" else None

@@ -8,6 +8,8 @@ See docs/runtime.md for the protocol, the order of the checks and the reason cod
 
 from fedwarden.wire import fedwarden_pb2 as pb
 from fedwarden.wire.envelope import (
+    MAX_EVAL_METRICS,
+    METRIC_NAME,
     NONCE_BYTES,
     ROUND_TOKEN_BYTES,
     SIGNING_CONTEXT,
@@ -59,6 +61,8 @@ __all__ = [
     "DIGEST_BYTES",
     "DTYPE",
     "MAX_CHUNK_BYTES",
+    "MAX_EVAL_METRICS",
+    "METRIC_NAME",
     "NONCE_BYTES",
     "REASONS",
     "REASON_METADATA_KEY",

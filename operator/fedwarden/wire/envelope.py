@@ -2,10 +2,11 @@
 
 An update is announced by an :class:`Envelope` (training uid, round and round token, client id,
 digest of the base model, digest of the payload, number of values, claimed number of examples,
-a fresh random nonce) serialised as protobuf and signed with the key of the client's TLS
-certificate (:func:`fedwarden.pki.sign_payload`). The signature covers a domain-separation
-prefix and the envelope's bytes exactly as sent; the aggregator verifies it with the public key
-of the certificate the client presented in the TLS handshake *before* it decodes the envelope
+a fresh random nonce, and the client's evaluation of the base model when it was asked for one)
+serialised as protobuf and signed with the key of the client's TLS certificate
+(:func:`fedwarden.pki.sign_payload`). The signature covers a domain-separation prefix and the
+envelope's bytes exactly as sent; the aggregator verifies it with the public key of the
+certificate the client presented in the TLS handshake *before* it decodes the envelope
 (:func:`open_envelope`), so a forged or altered header is refused without parsing a byte of it.
 
 The envelope binds the payload to an identity (the certificate), a training, a round attempt,
@@ -15,8 +16,11 @@ digest makes any change to the payload in transit detectable after the last chun
 
 from __future__ import annotations
 
+import math
+import re
 import secrets
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
@@ -31,6 +35,9 @@ SIGNING_CONTEXT = b"fedwarden/v1 update envelope\x00"
 """Prefixed to the envelope bytes before signing: a signature made for fedwarden's envelope is
 not valid for anything else the same key may sign, and vice versa."""
 
+MAX_EVAL_METRICS = 16
+"""Metrics a client may report with its update; their names match :data:`METRIC_NAME`."""
+METRIC_NAME = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
 NONCE_BYTES = 16
 ROUND_TOKEN_BYTES = 16
 MAX_ENVELOPE_BYTES = 4096
@@ -55,6 +62,8 @@ class Envelope:
     num_examples: int = 0
     nonce: bytes = b""
     dtype: str = "float32"
+    eval_metrics: Mapping[str, float] = field(default_factory=dict)
+    eval_examples: int = 0
 
     def to_bytes(self) -> bytes:
         message = pb.Envelope(
@@ -68,6 +77,8 @@ class Envelope:
             num_examples=self.num_examples,
             nonce=self.nonce,
             dtype=self.dtype,
+            eval_metrics=dict(self.eval_metrics),
+            eval_examples=self.eval_examples,
         )
         return bytes(message.SerializeToString(deterministic=True))
 
@@ -89,6 +100,8 @@ class Envelope:
             num_examples=msg.num_examples,
             nonce=msg.nonce,
             dtype=msg.dtype,
+            eval_metrics=dict(msg.eval_metrics),
+            eval_examples=msg.eval_examples,
         )
         problems = []
         if len(env.nonce) != NONCE_BYTES:
@@ -97,6 +110,19 @@ class Envelope:
             problems.append(f"digests must be {DIGEST_BYTES} bytes (SHA-256)")
         if not env.client_id:
             problems.append("no client id")
+        if len(env.eval_metrics) > MAX_EVAL_METRICS:
+            problems.append(
+                f"{len(env.eval_metrics)} evaluation metrics (at most {MAX_EVAL_METRICS})"
+            )
+        bad = sorted(
+            name
+            for name, value in env.eval_metrics.items()
+            if not METRIC_NAME.match(name) or not math.isfinite(value)
+        )
+        if bad:
+            problems.append(
+                f"evaluation metrics with a bad name or a non-finite value: {', '.join(bad)[:200]}"
+            )
         if problems:
             raise WireError("malformed-envelope", "the envelope has " + "; ".join(problems))
         return env

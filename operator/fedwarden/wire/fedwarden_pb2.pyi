@@ -1,3 +1,4 @@
+from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
@@ -93,7 +94,14 @@ class TensorChunk(_message.Message):
     def __init__(self, offset: _Optional[int] = ..., data: _Optional[bytes] = ..., total: _Optional[int] = ...) -> None: ...
 
 class Envelope(_message.Message):
-    __slots__ = ("training_uid", "round", "client_id", "base_digest", "payload_digest", "num_values", "num_examples", "nonce", "round_token", "dtype")
+    __slots__ = ("training_uid", "round", "client_id", "base_digest", "payload_digest", "num_values", "num_examples", "nonce", "round_token", "dtype", "eval_metrics", "eval_examples")
+    class EvalMetricsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
     TRAINING_UID_FIELD_NUMBER: _ClassVar[int]
     ROUND_FIELD_NUMBER: _ClassVar[int]
     CLIENT_ID_FIELD_NUMBER: _ClassVar[int]
@@ -104,6 +112,8 @@ class Envelope(_message.Message):
     NONCE_FIELD_NUMBER: _ClassVar[int]
     ROUND_TOKEN_FIELD_NUMBER: _ClassVar[int]
     DTYPE_FIELD_NUMBER: _ClassVar[int]
+    EVAL_METRICS_FIELD_NUMBER: _ClassVar[int]
+    EVAL_EXAMPLES_FIELD_NUMBER: _ClassVar[int]
     training_uid: str
     round: int
     client_id: str
@@ -114,7 +124,9 @@ class Envelope(_message.Message):
     nonce: bytes
     round_token: bytes
     dtype: str
-    def __init__(self, training_uid: _Optional[str] = ..., round: _Optional[int] = ..., client_id: _Optional[str] = ..., base_digest: _Optional[bytes] = ..., payload_digest: _Optional[bytes] = ..., num_values: _Optional[int] = ..., num_examples: _Optional[int] = ..., nonce: _Optional[bytes] = ..., round_token: _Optional[bytes] = ..., dtype: _Optional[str] = ...) -> None: ...
+    eval_metrics: _containers.ScalarMap[str, float]
+    eval_examples: int
+    def __init__(self, training_uid: _Optional[str] = ..., round: _Optional[int] = ..., client_id: _Optional[str] = ..., base_digest: _Optional[bytes] = ..., payload_digest: _Optional[bytes] = ..., num_values: _Optional[int] = ..., num_examples: _Optional[int] = ..., nonce: _Optional[bytes] = ..., round_token: _Optional[bytes] = ..., dtype: _Optional[str] = ..., eval_metrics: _Optional[_Mapping[str, float]] = ..., eval_examples: _Optional[int] = ...) -> None: ...
 
 class UpdateHeader(_message.Message):
     __slots__ = ("envelope", "signature")

@@ -80,3 +80,20 @@ def test_domain_separation(issued) -> None:
     with pytest.raises(WireError) as info:
         open_envelope(issued.certificate, data, sign_payload(issued.key, data))
     assert info.value.reason == "bad-signature"
+
+
+def test_evaluation_metrics_are_signed_and_bounded(issued) -> None:
+    env = envelope(eval_metrics={"accuracy": 0.9, "loss": 0.3}, eval_examples=25)
+    signed = sign_envelope(issued.key, env)
+    opened = open_envelope(issued.certificate, signed.envelope, signed.signature)
+    assert (dict(opened.eval_metrics), opened.eval_examples) == ({"accuracy": 0.9, "loss": 0.3}, 25)
+    too_many = {f"m{i}": 0.0 for i in range(17)}
+    for metrics, message in (
+        (too_many, "17 evaluation metrics"),
+        ({"accuracy": float("nan")}, "non-finite value: accuracy"),
+        ({"bad name!": 1.0}, "bad name"),
+    ):
+        signed = sign_envelope(issued.key, envelope(eval_metrics=metrics))
+        with pytest.raises(WireError, match=message) as info:
+            open_envelope(issued.certificate, signed.envelope, signed.signature)
+        assert info.value.reason == "malformed-envelope"
