@@ -329,10 +329,10 @@ TrainingPhase = Literal["Pending", "Running", "Suspended", "Succeeded", "Failed"
 
 
 class MetricsStatus(Model):
-    """The last round's metrics. With ``evaluatedBy`` set they come from federated evaluation:
-    the median of what that many sampled clients claim about the model of ``evaluatedRound``
-    on their own data (attacker-controlled; reported, never used to judge a client); without
-    it, the aggregator evaluated the model itself."""
+    """The last round's metrics. With evaluatedBy set they come from federated evaluation: the
+    median of what that many clients claim about the model of evaluatedRound on their own data
+    (attacker-controlled; reported, never used to judge a client). Without it the aggregator
+    evaluated the model itself."""
 
     accuracy: float | None = None
     loss: float | None = None
