@@ -8,6 +8,7 @@ from pydantic import Field, model_validator
 
 from fedwarden.api.common import (
     API_VERSION,
+    BuiltinTaskName,
     Condition,
     Duration,
     LabelSelector,
@@ -33,11 +34,7 @@ NEEDS_F = ("krum", "multi-krum", "bulyan")
 class TaskSpec(Model):
     """What is trained: a built-in task (data set and model) of fedwarden's client runtime."""
 
-    name: str = Field(
-        pattern=r"^[a-z0-9]+(-[a-z0-9]+)+$",
-        max_length=63,
-        description="Built-in task, <dataset>-<model>, e.g. digits-mlp or mnist1d-mlp.",
-    )
+    name: BuiltinTaskName
     model_seed: int = Field(default=0, ge=0, description="Seed of the initial model.")
     data_seed: int = Field(default=0, ge=0, description="Seed of the shared train/test split.")
 

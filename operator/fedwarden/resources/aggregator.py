@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from fedwarden.api.aggregator_config import AggregatorSettings
 from fedwarden.api.common import GROUP
 from fedwarden.api.training import FederatedTrainingSpec
 from fedwarden.resources import names
@@ -25,54 +26,53 @@ SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 
 def aggregator_settings(
     owner: Owner, spec: FederatedTrainingSpec, *, population: int
-) -> dict[str, Any]:
-    """The ``fedwarden aggregator --config`` file: option names (as the command's parameters)
-    to values. Everything the spec decides is here, so the ConfigMap shows what runs; where
-    things are inside the pod (paths, addresses) is on the Job's command line."""
-    settings: dict[str, Any] = {
-        "kubernetes_status": f"{owner.namespace}/{owner.name}",
-        "quiet": True,
-        "log_level": "info",
-        "rounds": spec.rounds,
-        "task": spec.task.name,
-        "model_seed": spec.task.model_seed,
-        "data_seed": spec.task.data_seed,
-        "fraction": spec.selection.fraction,
-        "min_clients": spec.selection.min_clients,
-        "min_available": spec.selection.min_available,
-        "round_timeout": float(spec.round_timeout_seconds),
-        "population": max(population, 1),
-        "strikes_to_ban": spec.free_riders.strikes_to_ban,
-        "clipping": spec.clipping.mode,
-        "clip_norm": spec.clipping.clip_norm,
-        "clip_quantile": spec.clipping.target_quantile,
-        "dp": spec.privacy.mode,
-        "delta": spec.privacy.delta,
-        "accountant": spec.privacy.accountant,
-        "defence": "recommended",
-    }
-    # unset, the free-rider tests are the pipeline recommendation's: off under DP-FedAvg
-    if spec.free_riders.enabled is not None:
-        settings["free_rider_detection"] = spec.free_riders.enabled
-    if spec.selection.sampling is not None:
-        settings["sampling"] = spec.selection.sampling
-    if spec.privacy.target_epsilon is not None:
-        settings["target_epsilon"] = spec.privacy.target_epsilon
-    if spec.privacy.noise_multiplier is not None:
-        settings["noise_multiplier"] = spec.privacy.noise_multiplier
+) -> AggregatorSettings:
+    """The ``fedwarden aggregator --config`` file. Everything the spec decides is here, so the
+    ConfigMap shows what runs; where things are inside the pod (paths, addresses) is on the
+    Job's command line."""
+    task = spec.task
     aggregation = spec.aggregation
-    if aggregation.method is not None:
-        settings["aggregator"] = aggregation.method
-        params = {
-            "f": aggregation.f,
-            "beta": aggregation.beta,
-            "m": aggregation.m,
-            "tau": aggregation.tau,
-            "preaggregation": aggregation.preaggregation,
-            "bucket_size": aggregation.bucket_size,
-        }
-        settings["agg_params"] = [f"{k}={v}" for k, v in params.items() if v is not None]
-    return settings
+    agg_params = {
+        "f": aggregation.f,
+        "beta": aggregation.beta,
+        "m": aggregation.m,
+        "tau": aggregation.tau,
+        "preaggregation": aggregation.preaggregation,
+        "bucket_size": aggregation.bucket_size,
+    }
+    return AggregatorSettings(
+        kubernetes_status=f"{owner.namespace}/{owner.name}",
+        quiet=True,
+        log_level="info",
+        rounds=spec.rounds,
+        task=task.name,
+        model_seed=task.model_seed,
+        data_seed=task.data_seed,
+        fraction=spec.selection.fraction,
+        min_clients=spec.selection.min_clients,
+        min_available=spec.selection.min_available,
+        sampling=spec.selection.sampling,
+        round_timeout=float(spec.round_timeout_seconds),
+        population=max(population, 1),
+        strikes_to_ban=spec.free_riders.strikes_to_ban,
+        clipping=spec.clipping.mode,
+        clip_norm=spec.clipping.clip_norm,
+        clip_quantile=spec.clipping.target_quantile,
+        # unset, the free-rider tests are the pipeline recommendation's: off under DP-FedAvg
+        free_rider_detection=spec.free_riders.enabled,
+        dp=spec.privacy.mode,
+        delta=spec.privacy.delta,
+        target_epsilon=spec.privacy.target_epsilon,
+        noise_multiplier=spec.privacy.noise_multiplier,
+        accountant=spec.privacy.accountant,
+        defence="recommended",
+        aggregator=aggregation.method,
+        agg_params=(
+            None
+            if aggregation.method is None
+            else {k: v for k, v in agg_params.items() if v is not None}
+        ),
+    )
 
 
 def config_map(owner: Owner, spec: FederatedTrainingSpec, *, population: int) -> dict[str, Any]:
@@ -83,7 +83,7 @@ def config_map(owner: Owner, spec: FederatedTrainingSpec, *, population: int) ->
         "metadata": owner.metadata(
             names.aggregator_name(owner.name), names.training_labels(owner.name, "aggregator")
         ),
-        "data": {CONFIG_KEY: json.dumps(settings, indent=2, sort_keys=True) + "\n"},
+        "data": {CONFIG_KEY: json.dumps(settings.options(), indent=2, sort_keys=True) + "\n"},
     }
 
 

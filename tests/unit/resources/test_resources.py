@@ -3,12 +3,9 @@ tests/k8s applies every one with --dry-run=server)."""
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
 from fedwarden.api import FederatedTraining, FLClient
-from fedwarden.commands.aggregator import aggregator as aggregator_command
 from fedwarden.resources import aggregator, client, network
 from fedwarden.resources.names import Owner
 from fedwarden.resources.status import TrainingState, client_phase, training_status
@@ -20,21 +17,6 @@ def _spec(**spec: object):  # type: ignore[no-untyped-def]
     return FederatedTraining.model_validate(
         {"spec": {"rounds": 5, "task": {"name": "digits-mlp"}, **spec}}
     ).spec
-
-
-def test_every_aggregator_setting_is_an_option_of_the_command() -> None:
-    spec = _spec(
-        aggregation={"method": "trimmed-mean", "beta": 0.2},
-        privacy={"mode": "central", "targetEpsilon": 1.0},
-        selection={"sampling": "poisson", "fraction": 0.5},
-    )
-    settings = aggregator.aggregator_settings(OWNER, spec, population=10)
-    options = {p.name for p in aggregator_command.params}
-    assert set(settings) <= options, set(settings) - options
-    assert settings["agg_params"] == ["beta=0.2"]
-    assert settings["kubernetes_status"] == "team-a/mnist"
-    data = aggregator.config_map(OWNER, spec, population=10)["data"]["aggregator.json"]
-    assert json.loads(data)["target_epsilon"] == 1.0
 
 
 def test_role_names_its_own_training_and_clients_only() -> None:
