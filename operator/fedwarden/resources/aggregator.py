@@ -7,8 +7,9 @@ from typing import Any
 
 from fedwarden.api.aggregator_config import AggregatorSettings
 from fedwarden.api.common import GROUP
-from fedwarden.api.training import FederatedTrainingSpec
+from fedwarden.api.training import AggregatorSpec, AppSpec, FederatedTrainingSpec
 from fedwarden.resources import names
+from fedwarden.resources.apps import app_config_args
 from fedwarden.resources.names import GRPC_PORT, METRICS_PORT, Owner
 from fedwarden.resources.security import (
     container_security_context,
@@ -21,6 +22,12 @@ CONFIG_DIR = "/etc/fedwarden/config"
 TLS_DIR = "/etc/fedwarden/tls"
 TRUST_DIR = "/etc/fedwarden/trust"
 STATE_DIR = "/var/lib/fedwarden"
+#: the trained model and its provenance, on the checkpoint volume next to the checkpoint
+MODEL_DIR = f"{STATE_DIR}/model"
+#: an app's initial model, written by the init container in the app's image (the aggregator's
+#: image has none of the app's code) onto an emptyDir the aggregator reads
+INITIAL_MODEL_DIR = "/var/run/fedwarden/initial"
+INITIAL_MODEL_FILE = f"{INITIAL_MODEL_DIR}/initial.safetensors"
 SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 
 
@@ -28,8 +35,8 @@ def aggregator_settings(
     owner: Owner, spec: FederatedTrainingSpec, *, population: int
 ) -> AggregatorSettings:
     """The ``fedwarden aggregator --config`` file. Everything the spec decides is here, so the
-    ConfigMap shows what runs; where things are inside the pod (paths, addresses) is on the
-    Job's command line."""
+    ConfigMap shows what runs; where things are inside the pod (paths, addresses, the initial
+    model an app's init container writes) is on the Job's command line."""
     task = spec.task
     aggregation = spec.aggregation
     agg_params = {
@@ -45,7 +52,8 @@ def aggregator_settings(
         quiet=True,
         log_level="info",
         rounds=spec.rounds,
-        task=task.name,
+        # an app's model comes from the file its init container writes (Job command line)
+        task=task.builtin,
         model_seed=task.model_seed,
         data_seed=task.data_seed,
         fraction=spec.selection.fraction,
@@ -124,6 +132,9 @@ def job(owner: Owner, spec: FederatedTrainingSpec, *, config_hash: str) -> dict[
         "--report-jsonl", f"{STATE_DIR}/report.jsonl",
         "--service-account-dir", SERVICE_ACCOUNT_DIR,
     ]  # fmt: skip
+    app = spec.task.app
+    if app is not None:
+        command += ["--initial-model", INITIAL_MODEL_FILE, "--output-model", MODEL_DIR]
     container: dict[str, Any] = {
         "name": "aggregator",
         "image": spec.aggregator.image,
@@ -153,25 +164,32 @@ def job(owner: Owner, spec: FederatedTrainingSpec, *, config_hash: str) -> dict[
     }
     if spec.aggregator.resources is not None:
         container["resources"] = spec.aggregator.resources.to_k8s()
+    volumes: list[dict[str, Any]] = [
+        {"name": "config", "configMap": {"name": name}},
+        {
+            "name": "tls",
+            "secret": {"secretName": names.aggregator_tls_secret_name(owner.name)},
+        },
+        {"name": "trust", "configMap": {"name": names.trust_configmap_name(owner.name)}},
+        {
+            "name": "state",
+            "persistentVolumeClaim": {"claimName": names.checkpoint_claim_name(owner.name)},
+        },
+        {"name": "tmp", "emptyDir": {}},
+    ]
     pod_spec: dict[str, Any] = {
         "serviceAccountName": name,
         "restartPolicy": "OnFailure",
         "securityContext": pod_security_context(),
         "containers": [container],
-        "volumes": [
-            {"name": "config", "configMap": {"name": name}},
-            {
-                "name": "tls",
-                "secret": {"secretName": names.aggregator_tls_secret_name(owner.name)},
-            },
-            {"name": "trust", "configMap": {"name": names.trust_configmap_name(owner.name)}},
-            {
-                "name": "state",
-                "persistentVolumeClaim": {"claimName": names.checkpoint_claim_name(owner.name)},
-            },
-            {"name": "tmp", "emptyDir": {}},
-        ],
+        "volumes": volumes,
     }
+    if app is not None:
+        pod_spec["initContainers"] = [_initial_model_container(app, spec.aggregator)]
+        container["volumeMounts"].append(
+            {"name": "initial-model", "mountPath": INITIAL_MODEL_DIR, "readOnly": True}
+        )
+        volumes.append({"name": "initial-model", "emptyDir": {}})
     if spec.aggregator.node_selector:
         pod_spec["nodeSelector"] = dict(spec.aggregator.node_selector)
     if spec.data_residency is not None:
@@ -194,6 +212,32 @@ def job(owner: Owner, spec: FederatedTrainingSpec, *, config_hash: str) -> dict[
             },
         },
     }
+
+
+def _initial_model_container(app: AppSpec, aggregator: AggregatorSpec) -> dict[str, Any]:
+    """The init container that writes an app's initial model, in the app's image: the
+    aggregator takes the model from the app, never from a client, without running the app's
+    code itself."""
+    command = [
+        "fedwarden", "model", "init",
+        "--app", app.module, *app_config_args(app.config),
+        "--out", INITIAL_MODEL_FILE,
+    ]  # fmt: skip
+    container: dict[str, Any] = {
+        "name": "initial-model",
+        "image": app.image,
+        "imagePullPolicy": aggregator.image_pull_policy,
+        "command": command,
+        "securityContext": container_security_context(),
+        "volumeMounts": [
+            {"name": "initial-model", "mountPath": INITIAL_MODEL_DIR},
+            {"name": "tmp", "mountPath": "/tmp"},
+        ],
+    }
+    # building the model takes about the memory the aggregator then holds it in
+    if aggregator.resources is not None:
+        container["resources"] = aggregator.resources.to_k8s()
+    return container
 
 
 def service(owner: Owner) -> dict[str, Any]:
