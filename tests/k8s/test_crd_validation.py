@@ -146,7 +146,8 @@ def test_immutable_fields_are_refused_on_update(
 
 def test_examples_and_defaults_are_accepted(crds: ControlPlane, kube_namespace: str) -> None:  # noqa: F811
     for path in [REPO / "examples" / "training.yaml", REPO / "examples" / "clients.yaml",
-                 REPO / "examples" / "gdpr" / "training.yaml"]:  # fmt: skip
+                 REPO / "examples" / "gdpr" / "training.yaml",
+                 REPO / "examples" / "apps" / "site-image" / "training.yaml"]:  # fmt: skip
         crds.kubectl("apply", "--dry-run=server", "-n", kube_namespace, "-f", str(path))
     crds.kubectl("create", "-n", kube_namespace, "-f", "-", input=json.dumps(GOOD_TRAINING))
     crds.kubectl("create", "-n", kube_namespace, "-f", "-", input=json.dumps(APP_TRAINING))
