@@ -106,6 +106,43 @@ def test_a_setting_takes_what_its_option_takes(name: str) -> None:
     assert option.multiple == (typing.get_origin(typing.get_args(annotation)[0]) is dict)
 
 
+RANGED = [
+    name
+    for name in AggregatorSettings.model_fields
+    if name in OPTIONS and isinstance(OPTIONS[name].type, (click.IntRange, click.FloatRange))
+]
+
+
+def _probes(kind: click.IntRange | click.FloatRange) -> list[float]:
+    """Each bound, and just inside and outside it."""
+    step = 1 if isinstance(kind, click.IntRange) else 1e-6
+    bounds = [b for b in (kind.min, kind.max) if b is not None]
+    return [b + d for b in bounds for d in (-step, 0, step)]
+
+
+def _option_takes(name: str, value: float) -> bool:
+    try:
+        OPTIONS[name].type.convert(value, None, None)
+    except click.BadParameter:
+        return False
+    return True
+
+
+def _setting_takes(name: str, value: float) -> bool:
+    try:
+        AggregatorSettings.parse({name: value})
+    except ValueError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize("name", RANGED, ids=str)
+def test_a_setting_has_its_options_range(name: str) -> None:
+    probes = _probes(OPTIONS[name].type)  # type: ignore[arg-type]
+    for value in probes:
+        assert _setting_takes(name, value) == _option_takes(name, value), value
+
+
 def test_the_aggregation_rules_are_the_pipelines() -> None:
     annotation = AggregatorSettings.model_fields["aggregator"].annotation
     assert _literal_values(annotation) == set(aggregators.names())
