@@ -50,9 +50,9 @@ REFUSED = [
     (_with(GOOD_TRAINING, task={"builtin": "Digits MLP"}), "spec.task.builtin"),
     # a task is a built-in task or an app: both and neither are refused, naming the fields
     (_with(GOOD_TRAINING, task={"builtin": "digits-logreg", "app": APP}),
-     "spec.task: Invalid value: \"object\": set exactly one of task.builtin"),
+     "spec.task: Invalid value: set exactly one of task.builtin"),
     (_with(GOOD_TRAINING, task={}),
-     "spec.task: Invalid value: \"object\": set exactly one of task.builtin"),
+     "spec.task: Invalid value: set exactly one of task.builtin"),
     (_with(GOOD_TRAINING, task={"app": {**APP, "module": "hospital.model"}}),
      "spec.task.app.module"),
     (_with(GOOD_TRAINING, task={"app": {**APP, "module": "hospital/model.py:fn"}}),
