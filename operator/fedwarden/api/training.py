@@ -66,7 +66,7 @@ class AppSpec(Model):
 
     @field_validator("config")
     @classmethod
-    def _keys_are_options(cls, config: dict[str, str] | None) -> dict[str, str] | None:
+    def _keys_fit_app_config(cls, config: dict[str, str] | None) -> dict[str, str] | None:
         # the CEL rule's twin, for specs that do not pass through the API server
         for key in config or {}:
             if not re.match(APP_CONFIG_KEY_PATTERN, key):
