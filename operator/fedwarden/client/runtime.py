@@ -75,6 +75,11 @@ log = logging.getLogger("fedwarden.client")
 F32 = npt.NDArray[np.float32]
 
 
+GIVE_UP_AFTER = 600.0
+"""Seconds a client keeps trying to reach its aggregator by default: long enough to outlast an
+aggregator pod's replacement (the Job's backoff, scheduling, start) on a busy cluster."""
+
+
 @dataclass(frozen=True)
 class ClientConfig:
     """How a client connects and behaves.
@@ -105,7 +110,7 @@ class ClientConfig:
     rpc_timeout: float = 30.0
     backoff_initial: float = 0.5
     backoff_max: float = 15.0
-    give_up_after: float | None = 600.0
+    give_up_after: float | None = GIVE_UP_AFTER
     local_dp_clip: float | None = None
     local_dp_noise: float | None = None
     dp_seed: int | None = None
