@@ -44,6 +44,11 @@ class CheckpointError(ValueError):
     """A checkpoint that cannot be read, or belongs to another training or model."""
 
 
+class PrivacyStateLostError(CheckpointError):
+    """No checkpoint, though a durable record shows privacy budget spent: the accountant's
+    state is lost, and starting it afresh would spend the budget again."""
+
+
 @dataclass
 class Checkpoint:
     """The aggregator's state after ``round`` completed rounds."""

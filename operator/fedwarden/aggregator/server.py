@@ -47,6 +47,7 @@ from prometheus_client import CollectorRegistry
 from fedwarden.aggregator.checkpoint import (
     Checkpoint,
     CheckpointError,
+    PrivacyStateLostError,
     load_checkpoint,
     remove_stale_temporaries,
     save_checkpoint,
@@ -341,6 +342,7 @@ class Aggregator:
             await self._start_server()
         except BaseException:
             await self._shutdown()
+            self.reporter.close()  # a refusal to start is news too: flush it
             raise
         self._started.set()
         try:
@@ -450,12 +452,14 @@ class Aggregator:
 
     def _restore(self) -> None:
         if self.checkpoint_dir is None:
+            self._refuse_to_spend_again()
             self.reporter.resume(None)
             return
         self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
         remove_stale_temporaries(self.checkpoint_dir)
         ckpt = load_checkpoint(self.checkpoint_dir)
         if ckpt is None:
+            self._refuse_to_spend_again()
             self.reporter.resume(None)
             return
         if ckpt.training_uid != self.training_uid:
@@ -490,6 +494,38 @@ class Aggregator:
         log.info(
             "resumed from the checkpoint of round %d (ε = %.4g)", ckpt.round, self.pipeline.epsilon
         )
+
+    def _refuse_to_spend_again(self) -> None:
+        """No checkpoint: a new training, unless a durable record says ε was spent already. A
+        fresh accountant would then spend the whole budget a second time, so the training ends
+        here (:class:`PrivacyStateLostError`), told to the reporters first."""
+        if self.pipeline.config.privacy.mode == "none":
+            return
+        record = self.reporter.recorded_progress()
+        if record is None or (record.rounds == 0 and not record.epsilon):
+            return
+        where = (
+            "no checkpoint is kept"
+            if self.checkpoint_dir is None
+            else (f"there is no checkpoint in {self.checkpoint_dir}")
+        )
+        message = (
+            f"privacy state lost: {record.where} shows ε = {record.epsilon or 0:.4g} spent in "
+            f"{record.rounds} rounds, but {where}; a fresh accountant would spend the budget "
+            "again, so this aggregator does not train (restore the checkpoint volume, or start "
+            "a new training)"
+        )
+        self._emit(
+            TrainingFinished(
+                status="privacy-state-lost",
+                message=message,
+                rounds=record.rounds,
+                epsilon=record.epsilon or 0.0,
+                delta=self._delta(),
+                banned={},
+            )
+        )
+        raise PrivacyStateLostError(message)
 
     def _checkpoint(self, model: F32, rounds_done: int, last_round: RoundFinished | None) -> None:
         if self.checkpoint_dir is None:
