@@ -225,14 +225,14 @@ class StatusState:
 def ban_reason_code(reason: str) -> str:
     """A short code for a ban: the category of the refusal that decided it (``outlier``,
     ``invalid-update``, ``free-riding``, ``tampered``, ...), else ``banned``."""
-    from fedwarden.aggregator.server import STRIKING_REASONS, pipeline_reason_code
+    from fedwarden.aggregator.server import FLOODING, STRIKING_REASONS, pipeline_reason_code
 
     last = re.sub(r"^\d+ strikes?, the last in round \d+: ", "", reason)
     code = pipeline_reason_code(last)
     if code != "pipeline":
         return code
     head = last.split(":", 1)[0].strip()
-    return head if head in STRIKING_REASONS else "banned"
+    return head if head in STRIKING_REASONS | {FLOODING} else "banned"
 
 
 def training_status(

@@ -109,6 +109,10 @@ _PEER_PERMISSION = {"revoked", "banned"}
 STRIKING_REASONS = frozenset({"bad-signature", "identity-mismatch", "replay", "tampered"})
 """Transport refusals that count as strikes: no honest client sends these by accident."""
 
+FLOODING = "flooding"
+"""The flag, and the strike, of a client refused more than ``max_refusals_per_round`` times in
+a round."""
+
 
 @dataclass
 class ClientFate:
@@ -261,6 +265,8 @@ class Aggregator:
         self._nonces: dict[int, set[bytes]] = {}
         self._revocations: list[dict[str, Any]] = []
         self._told_done: set[str] = set()
+        self._refusals: Counter[str] = Counter()
+        """Refusals per client since the last round completed (flood control)."""
         self._attempts: Counter[int] = Counter()
         self._lock = threading.RLock()  # guards _fates for readers on other threads
         self._ready = False
@@ -703,6 +709,17 @@ class Aggregator:
                 and self.pipeline.strike(client, f"{reason}: {message}", rnd.number)
             ):
                 banned[client] = self.pipeline.ban_reason(client) or reason
+        # one strike per round at most for a flood of refused requests: a client that keeps
+        # sending what is refused (say, after its attempts are used up) is banned in the end
+        flooders = self._flooders()
+        self._refusals.clear()
+        for client, count in flooders.items():
+            message = (
+                f"{FLOODING}: {count} refused requests in round {rnd.number} (at most "
+                f"{self.config.max_refusals_per_round} are reported)"
+            )
+            if self.pipeline.strike(client, message, rnd.number):
+                banned[client] = self.pipeline.ban_reason(client) or FLOODING
         if self.evaluator is not None:
             evaluated = await asyncio.to_thread(self.evaluator, new_model)
             metrics.update({k: float(v) for k, v in evaluated.items()})
@@ -721,7 +738,7 @@ class Aggregator:
             metrics=metrics,
             duration_seconds=duration,
             model_digest=digest.hex(),
-            strikes={c: strikes.get(c, 0) for c in rnd.sampled},
+            strikes={c: strikes.get(c, 0) for c in sorted({*rnd.sampled, *flooders})},
             scores={} if result is None else {c: float(v) for c, v in result.contribution.items()},
             rounds_participated={
                 c: self._fate(c).aggregated for c in ([] if result is None else result.accepted)
@@ -821,6 +838,36 @@ class Aggregator:
                 fate = self._fates.setdefault(client, ClientFate())
         return fate
 
+    def _reportable(self, client: str) -> bool:
+        """Count a refusal of ``client`` in this round: True for the first
+        ``max_refusals_per_round`` (reported one by one); at the next the client is flagged for
+        flooding, once; past it False (only counted, so that the report stays bounded)."""
+        self._refusals[client] += 1
+        count, limit = self._refusals[client], self.config.max_refusals_per_round
+        if count == limit + 1:
+            number = self._open_round_number()
+            self.metrics.flag(FLOODING)
+            with self._lock:
+                fate = self._fate(client)
+                fate.flagged[FLOODING] = fate.flagged.get(FLOODING, 0) + 1
+            self._emit(
+                ClientFlagged(
+                    number,
+                    client,
+                    FLOODING,
+                    f"more than {limit} refused requests in round {number}: the rest are only "
+                    "counted, and the round counts as a strike",
+                )
+            )
+        return count <= limit
+
+    def _flooders(self) -> dict[str, int]:
+        """Clients refused more than ``max_refusals_per_round`` times since the last round."""
+        limit = self.config.max_refusals_per_round
+        return {
+            c: n for c, n in sorted(self._refusals.items()) if n > limit and not c.startswith("?")
+        }
+
     def _refusal_fate(self, client: str, reason: str, message: str) -> None:
         with self._lock:
             fate = self._fate(client)
@@ -918,7 +965,8 @@ class Aggregator:
             if rnd is not None and not rnd.closed and client in rnd.rows:
                 rnd.refusals[client] = ("peer", reason, message)
                 rnd.settle(client)
-        self._emit(Rejection(self._open_round_number(), name, "peer", reason, message))
+        if self._reportable(name):
+            self._emit(Rejection(self._open_round_number(), name, "peer", reason, message))
         code = (
             grpc.StatusCode.PERMISSION_DENIED
             if reason in _PEER_PERMISSION
@@ -931,7 +979,8 @@ class Aggregator:
     async def _refuse_request(self, context: Any, client: str, reason: str, message: str) -> None:
         self.metrics.refuse_peer(reason)
         self._refusal_fate(client, reason, message)
-        self._emit(Rejection(self._open_round_number(), client, "peer", reason, message))
+        if self._reportable(client):
+            self._emit(Rejection(self._open_round_number(), client, "peer", reason, message))
         await self._abort(context, reason, message)
 
     async def _join(self, request: bytes, context: Any) -> pb.JoinReply:
@@ -1034,13 +1083,16 @@ class Aggregator:
         self.metrics.refuse_model(reason)
         self._refusal_fate(client, reason, message)
         number = self._open_round_number()
-        self._emit(Rejection(number, client, "model", reason, message))
+        reported = self._reportable(client)
+        if reported:
+            self._emit(Rejection(number, client, "model", reason, message))
         if flag:
             self.metrics.flag(reason)
             with self._lock:
                 fate = self._fate(client)
                 fate.flagged[reason] = fate.flagged.get(reason, 0) + 1
-            self._emit(ClientFlagged(number, client, reason, message))
+            if reported:
+                self._emit(ClientFlagged(number, client, reason, message))
         await self._abort(context, reason, message)
 
     async def _get_model(self, request: bytes, context: Any) -> None:
@@ -1165,7 +1217,8 @@ class Aggregator:
             retryable = info is not None and info.retryable
             if not retryable or rnd.attempts[client] >= self.config.max_attempts_per_round:
                 rnd.settle(client)
-        self._emit(Rejection(number, client, "update", exc.reason, exc.message))
+        if self._reportable(client):
+            self._emit(Rejection(number, client, "update", exc.reason, exc.message))
 
     async def _receive(
         self, client: str, cert: x509.Certificate, iterator: Any, rnd: _Round | None
@@ -1246,7 +1299,6 @@ class Aggregator:
                 "replay",
                 f"this envelope (round {env.round}, nonce {env.nonce.hex()[:12]}…) was seen before",
             )
-        self._nonces.setdefault(self._open_round_number(), set()).add(env.nonce)
         if rnd is None or rnd.closed:
             raise WireError("round-closed", "no round is open for updates")
         if env.round != rnd.number or env.round_token != rnd.token:
@@ -1287,6 +1339,9 @@ class Aggregator:
             raise WireError(
                 "wrong-size", f"an update of {env.num_values} values; the model has {self.dim}"
             )
+        # only now, so that at most max_attempts_per_round nonces per sampled client and round
+        # are kept: an envelope refused above cannot be accepted later anyway
+        self._nonces.setdefault(rnd.number, set()).add(env.nonce)
 
 
 def _fields(event: Event) -> dict[str, Any]:
