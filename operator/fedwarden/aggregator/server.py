@@ -30,6 +30,7 @@ import contextlib
 import json
 import logging
 import secrets
+import socket
 import threading
 from collections import Counter
 from collections.abc import Callable, Mapping
@@ -363,9 +364,13 @@ class Aggregator:
         self._credentials = ReloadingServerCredentials(
             self.tls.cert, self.tls.key, self.tls.ca, on_bundle_change=self._bundle_changed
         )
+        check_can_listen(self.listen)
         server = grpc.aio.server(options=server_options(self.config.chunk_bytes))
         server.add_generic_rpc_handlers((self._handlers(),))
-        port = server.add_secure_port(self.listen, self._credentials.credentials())
+        try:
+            port = server.add_secure_port(self.listen, self._credentials.credentials())
+        except RuntimeError:  # grpcio >= 1.60 raises where older ones returned 0
+            port = 0
         if port == 0:
             raise OSError(f"cannot listen on {self.listen} (in use, or not a local address?)")
         self._server = server
@@ -477,7 +482,13 @@ class Aggregator:
             raise CheckpointError(
                 f"the checkpoint's model has {ckpt.model.size} parameters, this training {self.dim}"
             )
-        self.pipeline.load_state_dict(ckpt.pipeline)
+        try:
+            self.pipeline.load_state_dict(ckpt.pipeline)
+        except KeyError as exc:
+            raise CheckpointError(
+                f"the checkpoint in {self.checkpoint_dir} is not valid: its pipeline state has "
+                f"no {exc.args[0]!r}"
+            ) from exc
         self.model = ckpt.model
         self.model_digest = tensor_digest(self.model)
         self.rounds_done = ckpt.round
@@ -1342,6 +1353,27 @@ class Aggregator:
         # only now, so that at most max_attempts_per_round nonces per sampled client and round
         # are kept: an envelope refused above cannot be accepted later anyway
         self._nonces.setdefault(rnd.number, set()).add(env.nonce)
+
+
+def check_can_listen(listen: str) -> None:
+    """Raise :class:`OSError` naming ``listen`` when its port is taken (or the host is not a
+    local address), before gRPC tries: gRPC's own failure is a log line from its core and an
+    exception without the reason."""
+    host, _, port = listen.rpartition(":")
+    host = host.strip("[]")
+    if not port.isdigit() or int(port) == 0:
+        return
+    try:
+        infos = socket.getaddrinfo(host or None, int(port), type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise OSError(f"cannot listen on {listen}: {exc.strerror}") from exc
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            raise OSError(f"cannot listen on {listen}: {exc.strerror}") from exc
 
 
 def _fields(event: Event) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +48,8 @@ def demo(
     Ends with the accuracy, the ε spent, each client's fate and whether every defence held
     (exit code 1 if one did not).
     """
+    if workdir is not None:
+        _check_writable(workdir)
     config = DemoConfig(
         rounds=rounds, honest=honest, epsilon=None if no_dp else epsilon, workdir=workdir
     )
@@ -85,6 +88,18 @@ def demo(
         _print(result)
     if not result.held:
         raise SystemExit(1)
+
+
+def _check_writable(workdir: Path) -> None:
+    """A one-line error now rather than a traceback from a process that cannot write there."""
+    try:
+        workdir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=workdir):
+            pass
+    except OSError as exc:
+        raise click.ClickException(
+            f"cannot use --workdir {workdir}: {exc.strerror or exc}"
+        ) from exc
 
 
 def _print(result: DemoResult) -> None:
