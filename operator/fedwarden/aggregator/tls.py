@@ -46,7 +46,7 @@ class ServerTLS:
             cert=Path(cert) if cert else d.server_cert,
             key=Path(key) if key else d.server_key,
             ca=bundle,
-            crl=d.crl if d.crl.exists() else None,
+            crl=d.crl,  # watched even if absent: a later `pki revoke` writes it
             pki_dir=d.root,
         )
         tls.check()
@@ -66,8 +66,6 @@ class ServerTLS:
                 raise InvalidInputError(
                     "missing-file", f"the server's {what} {path} does not exist"
                 )
-        if self.crl is not None and not self.crl.exists():
-            raise InvalidInputError("missing-file", f"the CRL {self.crl} does not exist")
 
     def bundle(self) -> TrustBundle:
         return TrustBundle.load(self.ca)
