@@ -18,7 +18,8 @@ from runtime_helpers import TIMEOUT, RuntimePKI, free_port, make_aggregator
 
 from fedwarden.aggregator import Checkpoint, save_checkpoint
 from fedwarden.cli import main
-from fedwarden.client import BuiltinTask
+from fedwarden.client import BuiltinTask, FederationClient
+from fedwarden.pki import TrainingPKI, TrainingRef
 
 RUN = [sys.executable, "-c", "from fedwarden.cli import main; main()"]
 
@@ -236,3 +237,42 @@ def test_demo_workdir_that_cannot_be_written_is_a_one_line_error(tmp_path: Path)
     assert (
         result.output.strip() == f"Error: cannot use --workdir {blocked / 'work'}: Not a directory"
     )
+
+
+def test_an_aggregator_whose_certificate_is_of_another_training_refuses_to_start(
+    runtime_pki: RuntimePKI, tmp_path: Path
+) -> None:
+    other = TrainingPKI.init(tmp_path / "other", TrainingRef("team-b", "cifar"))
+    ours = runtime_pki.pki.dir
+    done = subprocess.run(
+        [*RUN, "aggregator", "--pki-dir", str(other.dir.root), "--cert", str(ours.server_cert),
+         "--key", str(ours.server_key), "--rounds", "1", "--task", "digits-logreg"],
+        stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 1, done.stderr
+    (line,) = done.stderr.strip().splitlines()
+    assert str(ours.server_cert) in line
+    assert str(other.dir.bundle) in line
+    assert runtime_pki.pki.ca.subject in line  # the issuer it has
+    assert other.ca.subject in line  # the CA it would trust
+
+
+def test_a_client_given_another_trainings_ca_names_the_issuer_it_saw(
+    runtime_pki: RuntimePKI, tmp_path: Path
+) -> None:
+    other = TrainingPKI.init(tmp_path / "other", TrainingRef("team-b", "cifar"))
+    agg, _ = make_aggregator(runtime_pki, rounds=1, min_available=1, dim=4)
+    try:
+        assert agg.port is not None
+        config = runtime_pki.client_config(
+            "site-1", agg.port, ca=other.dir.bundle, give_up_after=0.5
+        )
+        client = FederationClient(config, BuiltinTask("digits-logreg"))
+        result = client.run()
+    finally:
+        agg.stop()
+    assert result.status == "unreachable"
+    issuer = [p for p in client.last_problems if p.code == "unknown-issuer"]
+    assert issuer, client.last_problems
+    assert runtime_pki.pki.ca.subject in issuer[0].message
+    assert runtime_pki.pki.ca.subject in result.message
