@@ -4,6 +4,7 @@
   fields left alone (server-side apply, separate field managers), ε never lower after a restart;
 - a real training (``fedwarden aggregator --kubernetes-status`` and client processes over mTLS,
   a poisoner among them): round, ε growing, the poisoner Banned with its reason and strikes;
+  then its checkpoint is lost, and a new aggregator refuses to spend the budget again;
 - a service account with only the aggregator's Role: its job works, another training's status
   is refused (403), and a client missing from the Role is skipped.
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -260,18 +262,20 @@ def test_a_real_training_reports_onto_the_resources(
     logs = tmp_path / "logs"
     logs.mkdir()
     aggregator_log = logs / "aggregator.log"
+    aggregator_argv = [
+        *RUN, "aggregator", "--pki-dir", str(pki.dir.root), "--listen", f"127.0.0.1:{port}",
+        "--rounds", "4", "--task", "digits-logreg",
+        "--min-available", "5", "--dp", "central", "--noise-multiplier", "1.0",
+        # a named rule keeps the outlier test under central DP (DP-FedAvg would not)
+        "--aggregator", "centered-clip", "--agg-param", "tau=0.2",
+        "--population", "5", "--poll-timeout", "1", "--round-timeout", "30", "--quiet",
+        "--json", "--log-level", "info", "--checkpoint-dir", str(tmp_path / "state"),
+        "--kubernetes-status", f"{ns}/digits", "--kubeconfig", str(cp.kubeconfig),
+    ]  # fmt: skip
     with open(aggregator_log, "wb") as err_file:
         aggregator = subprocess.Popen(
-            [*RUN, "aggregator", "--pki-dir", str(pki.dir.root), "--listen",
-             f"127.0.0.1:{port}", "--rounds", "4", "--task", "digits-logreg",
-             "--min-available", "5", "--dp", "central", "--noise-multiplier", "1.0",
-             # a named rule keeps the outlier test under central DP (DP-FedAvg would not)
-             "--aggregator", "centered-clip", "--agg-param", "tau=0.2",
-             "--population", "5", "--poll-timeout", "1", "--round-timeout", "30", "--quiet",
-             "--json", "--log-level", "info", "--checkpoint-dir", str(tmp_path / "state"),
-             "--kubernetes-status", f"{ns}/digits", "--kubeconfig", str(cp.kubeconfig)],
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err_file,
-        )  # fmt: skip
+            aggregator_argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err_file
+        )
     argvs: dict[str, list[str]] = {
         name: [*RUN, "client", "--tls-dir", str(tls_dirs[name]), "--server", f"127.0.0.1:{port}",
                "--task", "digits-logreg", "--partition", "iid", "--client-index", str(i),
@@ -330,6 +334,21 @@ def test_a_real_training_reports_onto_the_resources(
         assert site["roundsParticipated"] == summary["fates"][name]["aggregated"]
         assert site["strikes"] == 0
         assert "lastScore" in site
+
+    # the checkpoint volume is lost: the status is the durable record of the ε spent, and a new
+    # aggregator must not spend the budget again from a fresh accountant (not just show the
+    # larger ε)
+    shutil.rmtree(tmp_path / "state")
+    again = subprocess.run(
+        aggregator_argv, stdin=subprocess.DEVNULL, capture_output=True, timeout=120
+    )
+    assert again.returncode == 1, again.stderr.decode()[-3000:]
+    assert "privacy state lost" in again.stderr.decode()
+    after = status(cp, ns, TRAININGS, "digits")
+    assert after["privacyStateLost"].startswith("privacy state lost: ")
+    assert after["epsilonSpent"] == ft["epsilonSpent"]
+    assert after["round"] == 4
+    assert not (tmp_path / "state" / "checkpoint.npz").exists()  # not a round was run
 
 
 # --- the aggregator's Role ---------------------------------------------------------------

@@ -6,6 +6,9 @@ aggregator's service account can touch nothing but its own training and clients.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import time
 from typing import Any
 
@@ -22,10 +25,21 @@ from tests.k8s.operator_support import (
     wait_for,
 )
 
+from fedwarden.aggregator.checkpoint import CheckpointError, load_checkpoint
+from fedwarden.aggregator.kubernetes import displayed_epsilon
+from fedwarden.pipeline.accounting import get_accountant
 from fedwarden.testing.controlplane import ControlPlane
 from fedwarden.testing.podrunner import PodRunner
 
 pytestmark = pytest.mark.slow
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 def _owned(cp: ControlPlane, ns: str, kind: str, training_name: str) -> list[str]:
@@ -50,14 +64,49 @@ def test_examples_train_to_succeeded_and_survive_restarts_and_deletion(
             epsilons.append(float(status["epsilonSpent"]))
         return status
 
+    checkpoint_dir = pod_runner.pvc_dir(ns, "digits-checkpoints") / "checkpoint"
+
+    def rounds_checkpointed() -> int:
+        with contextlib.suppress(FileNotFoundError, CheckpointError):
+            ckpt = load_checkpoint(checkpoint_dir)
+            return 0 if ckpt is None else ckpt.round
+        return 0
+
     with running_operator(cp):
         cp.kubectl("apply", "-n", ns, "-f", str(REPO / "examples"))
-        wait_for(lambda: progress().get("round", 0) >= 2, 600, "two rounds")
-    # the operator stops mid-training; the aggregator pod is killed while it is down
-    pods = _owned(cp, ns, "pods", "digits")
-    aggregator_pods = [p for p in pods if p.startswith("digits-aggregator")]
-    assert len(aggregator_pods) == 1, pods
-    cp.kubectl("delete", "pod", aggregator_pods[0], "-n", ns, "--grace-period=0", "--force")
+        # a round takes a second or two: to stop the training mid-way, the sites are frozen
+        # (SIGSTOP) once two rounds are on the volume; a round then waits for its deadline
+        wait_for(
+            lambda: rounds_checkpointed() >= 2 or progress().get("round", 0) >= 2,
+            600,
+            "two rounds",
+        )
+        # (the status lags the volume: rounds on the status and not on the volume mean the
+        # aggregator keeps its checkpoint elsewhere, e.g. on an emptyDir that dies with the pod)
+        assert rounds_checkpointed() >= 2, "the rounds are not on the checkpoint volume"
+        sites = [p for p in _owned(cp, ns, "pods", "digits") if p.startswith("site-")]
+        frozen = [pid for pid in (pod_runner.pid(ns, p) for p in sites) if pid is not None]
+        assert len(frozen) == 10, sites
+        for pid in frozen:
+            os.killpg(pid, signal.SIGSTOP)
+    try:
+        # the operator stopped mid-training; the aggregator pod is killed while it is down
+        pods = _owned(cp, ns, "pods", "digits")
+        aggregator_pods = [p for p in pods if p.startswith("digits-aggregator")]
+        assert len(aggregator_pods) == 1, pods
+        (killed,) = aggregator_pods
+        pid = pod_runner.pid(ns, killed)
+        assert pid is not None, pod_runner.logs(ns, killed)[-3000:]
+        cp.kubectl("delete", "pod", killed, "-n", ns, "--grace-period=0", "--force")
+        wait_for(lambda: not _alive(pid), 60, "the killed aggregator's process to end")
+    finally:
+        for pid in frozen:
+            os.killpg(pid, signal.SIGCONT)
+    # what the killed pod left on the training's volume: the next pod must start from it
+    left = load_checkpoint(checkpoint_dir)
+    assert left is not None, "no checkpoint on the training's volume"
+    assert left.last_round is not None
+    assert 2 <= left.round < 6, left.round  # mid-training
     with running_operator(cp):
         final = wait_for(
             lambda: progress().get("phase") in ("Succeeded", "Failed") and progress(),
@@ -69,6 +118,22 @@ def test_examples_train_to_succeeded_and_survive_restarts_and_deletion(
         # ε on the status never went down, across the restarts
         assert epsilons == sorted(epsilons), epsilons
         assert 0 < final["epsilonSpent"] <= 10.0
+        # the new pod resumed at the round the killed one finished, with its ε ...
+        resumed_log = "".join(
+            pod_runner.logs(ns, p) for p in _owned(cp, ns, "pods", "digits")
+            if p.startswith("digits-aggregator") and p != killed
+        )  # fmt: skip
+        epsilon_left = float(left.last_round["epsilon"])
+        assert (
+            f"resumed from the checkpoint of round {left.round} (ε = {epsilon_left:.4g})"
+            in resumed_log
+        ), resumed_log[-3000:]
+        # ... and went on from there: ε is that of six rounds, not of the rounds after the kill
+        accountant = get_accountant("pld")
+        for _ in range(6):
+            accountant.step(final["noiseMultiplier"], 1.0)
+        six_rounds = accountant.epsilon(final["delta"])
+        assert final["epsilonSpent"] == pytest.approx(displayed_epsilon(six_rounds), abs=1e-4)
         conditions = {c["type"]: c for c in final["conditions"]}
         assert conditions["Ready"]["status"] == "True"
         assert (
@@ -93,7 +158,8 @@ def test_examples_train_to_succeeded_and_survive_restarts_and_deletion(
             status = wait_for(lambda i=i: status_of(client(cp, ns, f"site-{i}")), 30)
             if i >= 8:
                 assert status["phase"] == "Banned", (i, status)
-                assert status["banReason"]
+                # in every round until its ban (examples/training.yaml's minAvailable)
+                assert "3 strikes" in status["banReason"], (i, status)
                 assert argocd_health(client(cp, ns, f"site-{i}")).status == "Degraded"
             else:
                 assert status["phase"] in ("Active", "Enrolled"), (i, status)

@@ -207,3 +207,17 @@ def test_check_endpoint(run, ca_dir, tmp_path):
         report = json.loads(result.output)
         assert report["endpoint"]["handshake"] is False
         assert [p["code"] for p in report["problems"]] == ["client-cert-required"]
+
+
+def test_check_finds_the_crl_beside_the_ca_or_says_revocation_was_not_checked(run, ca_dir):
+    run("issue", "--ca-dir", ca_dir, "--client", "site-1", "--out", "c1")
+    run("revoke", "--ca-dir", ca_dir, "--client", "site-1", "--reason", "key-compromise")
+    result = run("check", "--cert", "c1/tls.crt", "--ca", f"{ca_dir}/ca-bundle.crt", code=1)
+    assert f"revocation checked against {ca_dir}/crl.pem" in result.output
+    assert "✗ revoked" in result.output
+    # a bundle with no crl.pem beside it (a client's TLS directory): not "OK" without a word
+    result = run("check", "--cert", "c1/tls.crt", "--ca", "c1/ca.crt")
+    assert "revocation NOT checked" in result.output
+    assert "OK: no problems found (revocation not checked)" in result.output
+    report = json.loads(run("check", "--cert", "c1/tls.crt", "--ca", "c1/ca.crt", "--json").output)
+    assert report["revocation"] == {"checked": False, "crl": None}

@@ -44,6 +44,11 @@ class CheckpointError(ValueError):
     """A checkpoint that cannot be read, or belongs to another training or model."""
 
 
+class PrivacyStateLostError(CheckpointError):
+    """No checkpoint, though a durable record shows privacy budget spent: the accountant's
+    state is lost, and starting it afresh would spend the budget again."""
+
+
 @dataclass
 class Checkpoint:
     """The aggregator's state after ``round`` completed rounds."""
@@ -186,17 +191,26 @@ def load_checkpoint(directory: Path | str) -> Checkpoint | None:
     except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError) as exc:
         if isinstance(exc, CheckpointError):
             raise
-        raise CheckpointError(f"{path} cannot be read: {exc}") from exc
-    model = np.array(arrays["model"], dtype=np.float32)
-    return Checkpoint(
-        training_uid=meta["training_uid"],
-        round=int(meta["round"]),
-        model=model,
-        pipeline=_decode(meta["pipeline"], arrays),
-        revocations=_decode(meta["revocations"], arrays),
-        nonces={int(k): list(v) for k, v in meta["nonces"].items()},
-        fates=_decode(meta["fates"], arrays),
-        last_round=_decode(meta["last_round"], arrays),
-        finished=meta.get("finished"),
-        extra=_decode(meta.get("extra", {}), arrays),
-    )
+        raise CheckpointError(f"{path} cannot be read: {_describe(exc)}") from exc
+    try:
+        return Checkpoint(
+            training_uid=str(meta["training_uid"]),
+            round=int(meta["round"]),
+            model=np.array(arrays["model"], dtype=np.float32),
+            pipeline=_decode(meta["pipeline"], arrays),
+            revocations=_decode(meta["revocations"], arrays),
+            nonces={int(k): list(v) for k, v in meta["nonces"].items()},
+            fates=_decode(meta["fates"], arrays),
+            last_round=_decode(meta["last_round"], arrays),
+            finished=meta.get("finished"),
+            extra=_decode(meta.get("extra", {}), arrays),
+        )
+    except (KeyError, ValueError, TypeError, AttributeError) as exc:
+        raise CheckpointError(f"{path} is not a valid checkpoint: {_describe(exc)}") from exc
+
+
+def _describe(exc: BaseException) -> str:
+    """An exception as one line for a user: a KeyError's bare key names what is missing."""
+    if isinstance(exc, KeyError):
+        return f"{exc.args[0]!r} is missing"
+    return str(exc)

@@ -52,6 +52,10 @@ class AggregatorConfig:
         max_downloads_per_round: model downloads a sampled client may make per round; more are
             throttled (RESOURCE_EXHAUSTED) and flagged.
         max_attempts_per_round: refused submissions a client may make per round.
+        max_refusals_per_round: refusals of one client (updates, model downloads, requests)
+            reported one by one per round; past it the client is flagged once for
+            ``flooding``, its further refusals are only counted, and the round counts as one
+            strike against it (no honest client comes near: it makes a few requests a round).
         stall_timeout: seconds a stream may go without a message before it is cut (``stalled``).
         poll_timeout: how long a Poll is held open before the server answers WAIT.
         availability_ttl: a client counts as available this long after its last RPC.
@@ -74,6 +78,7 @@ class AggregatorConfig:
     max_update_bytes: int | None = None
     max_downloads_per_round: int = 2
     max_attempts_per_round: int = 3
+    max_refusals_per_round: int = 20
     stall_timeout: float = 10.0
     poll_timeout: float = 10.0
     availability_ttl: float = 30.0
@@ -102,8 +107,18 @@ class AggregatorConfig:
         check_chunk_bytes(self.chunk_bytes)
         if self.max_update_bytes is not None and self.max_update_bytes < 4:
             raise ValueError(f"max_update_bytes must be >= 4, got {self.max_update_bytes}")
-        if self.max_downloads_per_round < 1 or self.max_attempts_per_round < 1:
-            raise ValueError("max_downloads_per_round and max_attempts_per_round must be >= 1")
+        if (
+            min(
+                self.max_downloads_per_round,
+                self.max_attempts_per_round,
+                self.max_refusals_per_round,
+            )
+            < 1
+        ):
+            raise ValueError(
+                "max_downloads_per_round, max_attempts_per_round and max_refusals_per_round "
+                "must be >= 1"
+            )
         if self.nonce_rounds < 1:
             raise ValueError(f"nonce_rounds must be >= 1, got {self.nonce_rounds}")
 

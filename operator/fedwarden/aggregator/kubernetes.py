@@ -12,7 +12,8 @@ conflicts with it:
   ``bannedClients`` (sorted names), ``bannedCount``, ``lastMetrics`` (``accuracy``, ``loss``,
   ``updateNorm``, those known; under federated evaluation also ``evaluatedBy``, the number of
   clients whose claimed metrics were combined, and ``evaluatedRound``, the round whose model
-  they evaluated);
+  they evaluated), and ``privacyStateLost`` (why this aggregator refuses to train:
+  no checkpoint, though the status shows ε spent; see :meth:`KubernetesReporter.recorded_progress`);
 - ``FLClient.status`` (the client id is the FLClient's name, in the training's namespace):
   ``strikes``, ``lastScore``, ``roundsParticipated``, and on a ban ``phase: Banned`` with
   ``banReason`` (``<code>: <reason>``).
@@ -54,6 +55,7 @@ from typing import Any, Protocol
 
 from fedwarden.aggregator.reporting import (
     Event,
+    RecordedProgress,
     Reporter,
     RoundFinished,
     TrainingFinished,
@@ -81,8 +83,13 @@ TRAINING_FIELDS = (
     "bannedClients",
     "bannedCount",
     "lastMetrics",
+    "privacyStateLost",
 )
 """The FederatedTraining status fields this reporter owns (and only these)."""
+
+NOT_CARRIED_OVER = frozenset({"privacyStateLost"})
+"""Fields an aggregator process writes only about itself: one that resumed from a restored
+checkpoint clears an earlier process's ``privacyStateLost``."""
 
 
 def displayed_epsilon(epsilon: float) -> float:
@@ -150,6 +157,7 @@ class StatusState:
     banned: dict[str, str] = field(default_factory=dict)
     metrics: dict[str, float | int] = field(default_factory=dict)
     clients: dict[str, ClientFacts] = field(default_factory=dict)
+    privacy_state_lost: str | None = None
 
     def copy(self) -> StatusState:
         return copy.deepcopy(self)
@@ -215,6 +223,8 @@ class StatusState:
         self._ban(event.banned)
 
     def training_finished(self, event: TrainingFinished) -> None:
+        if event.status == "privacy-state-lost":
+            self.privacy_state_lost = event.message
         self.round = event.rounds if self.round is None else max(self.round, event.rounds)
         self._privacy(event.epsilon, event.delta)
         self._metrics(event.metrics)
@@ -224,14 +234,14 @@ class StatusState:
 def ban_reason_code(reason: str) -> str:
     """A short code for a ban: the category of the refusal that decided it (``outlier``,
     ``invalid-update``, ``free-riding``, ``tampered``, ...), else ``banned``."""
-    from fedwarden.aggregator.server import STRIKING_REASONS, pipeline_reason_code
+    from fedwarden.aggregator.server import FLOODING, STRIKING_REASONS, pipeline_reason_code
 
     last = re.sub(r"^\d+ strikes?, the last in round \d+: ", "", reason)
     code = pipeline_reason_code(last)
     if code != "pipeline":
         return code
     head = last.split(":", 1)[0].strip()
-    return head if head in STRIKING_REASONS else "banned"
+    return head if head in STRIKING_REASONS | {FLOODING} else "banned"
 
 
 def training_status(
@@ -244,7 +254,11 @@ def training_status(
     (``seed``) overlaid with what this process knows. ε is the larger of the two; ``warn(key,
     message)`` is told when this process knows less than the resource shows."""
     seed = seed or {}
-    out: dict[str, Any] = {k: copy.deepcopy(seed[k]) for k in TRAINING_FIELDS if k in seed}
+    out: dict[str, Any] = {
+        k: copy.deepcopy(seed[k])
+        for k in TRAINING_FIELDS
+        if k in seed and k not in NOT_CARRIED_OVER
+    }
     seed_round = int(seed.get("round") or 0)
     if state.round is not None:
         if state.round < seed_round and warn is not None:
@@ -284,6 +298,8 @@ def training_status(
         out["bannedCount"] = len(banned)
     if state.metrics:
         out["lastMetrics"] = dict(state.metrics)
+    if state.privacy_state_lost is not None:
+        out["privacyStateLost"] = state.privacy_state_lost
     return out
 
 
@@ -556,6 +572,34 @@ class KubernetesReporter(Reporter):
 
     def event(self, event: Event) -> None:
         """Round starts, refusals and flags change nothing the resources show."""
+
+    def recorded_progress(self) -> RecordedProgress | None:
+        """The rounds and ε on the training's status: the durable record of what was spent,
+        which survives the loss of the aggregator's checkpoint volume. ``None`` when the Role
+        may not read it (logged). Raises :class:`OSError` when the API server cannot be asked:
+        without the answer, spending privacy could spend it twice."""
+        try:
+            status = self._request(lambda: self.api.get_status(TRAININGS, self.name))
+        except StatusApiError as exc:
+            if exc.status == 403:
+                log.warning(
+                    "%s/%s: may not read the training's status (%s); cannot check that no "
+                    "privacy budget was spent before",
+                    self.namespace,
+                    self.name,
+                    exc.message,
+                )
+                return None
+            raise OSError(
+                f"cannot read FederatedTraining {self.namespace}/{self.name}'s status to check "
+                f"what privacy budget was spent: {exc.message}"
+            ) from exc
+        epsilon = status.get("epsilonSpent")
+        return RecordedProgress(
+            rounds=int(status.get("round") or 0),
+            epsilon=None if epsilon is None else float(epsilon),
+            where=f"FederatedTraining {self.namespace}/{self.name}'s status",
+        )
 
     def state(self) -> StatusState:
         """A copy of the state the events built."""

@@ -137,7 +137,7 @@ class RoundFinished(Event):
 @dataclass
 class TrainingFinished(Event):
     event: ClassVar[str] = "training_finished"
-    status: str  # "completed" | "budget-exhausted" | "stopped" | "failed"
+    status: str  # "completed" | "budget-exhausted" | "stopped" | "failed" | "privacy-state-lost"
     message: str
     rounds: int
     epsilon: float
@@ -165,6 +165,17 @@ def event_from_dict(data: dict[str, Any]) -> Event:
     cls = EVENTS[data["event"]]
     names = {f.name for f in dataclasses.fields(cls)}
     return cls(**{k: v for k, v in data.items() if k in names})
+
+
+@dataclass(frozen=True)
+class RecordedProgress:
+    """What a durable record kept apart from the checkpoint (the training's status on the API
+    server) says the aggregator processes before this one did."""
+
+    rounds: int
+    epsilon: float | None
+    where: str
+    """Names the record, for messages."""
 
 
 class Reporter:
@@ -201,6 +212,12 @@ class Reporter:
     def resume(self, last_round: RoundFinished | None) -> None:
         """Called once at start with the last round of the checkpoint (``None``: a new
         training). A reporter that keeps a history writes it again if it missed it."""
+
+    def recorded_progress(self) -> RecordedProgress | None:
+        """The rounds and ε that a record outside the checkpoint shows, or ``None`` when this
+        reporter keeps none. Called once at start when there is no checkpoint; unlike the event
+        methods it may raise (:class:`OSError`) when its record exists but cannot be read."""
+        return None
 
     def close(self) -> None:
         """Release files; called once at the end."""
@@ -239,6 +256,10 @@ class MultiReporter(Reporter):
                 reporter.resume(last_round)
             except Exception:
                 log.exception("reporter %s failed to resume", type(reporter).__name__)
+
+    def recorded_progress(self) -> RecordedProgress | None:
+        records = [r for r in (x.recorded_progress() for x in self.reporters) if r is not None]
+        return max(records, key=lambda r: (r.epsilon or 0.0, r.rounds), default=None)
 
     def close(self) -> None:
         for reporter in self.reporters:

@@ -30,6 +30,7 @@ import contextlib
 import json
 import logging
 import secrets
+import socket
 import threading
 from collections import Counter
 from collections.abc import Callable, Mapping
@@ -47,6 +48,7 @@ from prometheus_client import CollectorRegistry
 from fedwarden.aggregator.checkpoint import (
     Checkpoint,
     CheckpointError,
+    PrivacyStateLostError,
     load_checkpoint,
     remove_stale_temporaries,
     save_checkpoint,
@@ -109,6 +111,10 @@ _PEER_PERMISSION = {"revoked", "banned"}
 
 STRIKING_REASONS = frozenset({"bad-signature", "identity-mismatch", "replay", "tampered"})
 """Transport refusals that count as strikes: no honest client sends these by accident."""
+
+FLOODING = "flooding"
+"""The flag, and the strike, of a client refused more than ``max_refusals_per_round`` times in
+a round."""
 
 
 @dataclass
@@ -283,6 +289,8 @@ class Aggregator:
         self._nonces: dict[int, set[bytes]] = {}
         self._revocations: list[dict[str, Any]] = []
         self._told_done: set[str] = set()
+        self._refusals: Counter[str] = Counter()
+        """Refusals per client since the last round completed (flood control)."""
         self._attempts: Counter[int] = Counter()
         self._lock = threading.RLock()  # guards _fates for readers on other threads
         self._ready = False
@@ -364,6 +372,7 @@ class Aggregator:
             await self._start_server()
         except BaseException:
             await self._shutdown()
+            self.reporter.close()  # a refusal to start is news too: flush it
             raise
         self._started.set()
         try:
@@ -378,9 +387,13 @@ class Aggregator:
         self._credentials = ReloadingServerCredentials(
             self.tls.cert, self.tls.key, self.tls.ca, on_bundle_change=self._bundle_changed
         )
+        check_can_listen(self.listen)
         server = grpc.aio.server(options=server_options(self.config.chunk_bytes))
         server.add_generic_rpc_handlers((self._handlers(),))
-        port = server.add_secure_port(self.listen, self._credentials.credentials())
+        try:
+            port = server.add_secure_port(self.listen, self._credentials.credentials())
+        except RuntimeError:  # grpcio >= 1.60 raises where older ones returned 0
+            port = 0
         if port == 0:
             raise OSError(f"cannot listen on {self.listen} (in use, or not a local address?)")
         self._server = server
@@ -473,12 +486,14 @@ class Aggregator:
 
     def _restore(self) -> None:
         if self.checkpoint_dir is None:
+            self._refuse_to_spend_again()
             self.reporter.resume(None)
             return
         self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
         remove_stale_temporaries(self.checkpoint_dir)
         ckpt = load_checkpoint(self.checkpoint_dir)
         if ckpt is None:
+            self._refuse_to_spend_again()
             self.reporter.resume(None)
             return
         if ckpt.training_uid != self.training_uid:
@@ -490,7 +505,13 @@ class Aggregator:
             raise CheckpointError(
                 f"the checkpoint's model has {ckpt.model.size} parameters, this training {self.dim}"
             )
-        self.pipeline.load_state_dict(ckpt.pipeline)
+        try:
+            self.pipeline.load_state_dict(ckpt.pipeline)
+        except KeyError as exc:
+            raise CheckpointError(
+                f"the checkpoint in {self.checkpoint_dir} is not valid: its pipeline state has "
+                f"no {exc.args[0]!r}"
+            ) from exc
         self.model = ckpt.model
         self.model_digest = tensor_digest(self.model)
         self.rounds_done = ckpt.round
@@ -513,6 +534,38 @@ class Aggregator:
         log.info(
             "resumed from the checkpoint of round %d (ε = %.4g)", ckpt.round, self.pipeline.epsilon
         )
+
+    def _refuse_to_spend_again(self) -> None:
+        """No checkpoint: a new training, unless a durable record says ε was spent already. A
+        fresh accountant would then spend the whole budget a second time, so the training ends
+        here (:class:`PrivacyStateLostError`), told to the reporters first."""
+        if self.pipeline.config.privacy.mode == "none":
+            return
+        record = self.reporter.recorded_progress()
+        if record is None or (record.rounds == 0 and not record.epsilon):
+            return
+        where = (
+            "no checkpoint is kept"
+            if self.checkpoint_dir is None
+            else (f"there is no checkpoint in {self.checkpoint_dir}")
+        )
+        message = (
+            f"privacy state lost: {record.where} shows ε = {record.epsilon or 0:.4g} spent in "
+            f"{record.rounds} rounds, but {where}; a fresh accountant would spend the budget "
+            "again, so this aggregator does not train (restore the checkpoint volume, or start "
+            "a new training)"
+        )
+        self._emit(
+            TrainingFinished(
+                status="privacy-state-lost",
+                message=message,
+                rounds=record.rounds,
+                epsilon=record.epsilon or 0.0,
+                delta=self._delta(),
+                banned={},
+            )
+        )
+        raise PrivacyStateLostError(message)
 
     def _checkpoint(self, model: F32, rounds_done: int, last_round: RoundFinished | None) -> None:
         if self.checkpoint_dir is None:
@@ -690,6 +743,17 @@ class Aggregator:
                 and self.pipeline.strike(client, f"{reason}: {message}", rnd.number)
             ):
                 banned[client] = self.pipeline.ban_reason(client) or reason
+        # one strike per round at most for a flood of refused requests: a client that keeps
+        # sending what is refused (say, after its attempts are used up) is banned in the end
+        flooders = self._flooders()
+        self._refusals.clear()
+        for client, count in flooders.items():
+            message = (
+                f"{FLOODING}: {count} refused requests in round {rnd.number} (at most "
+                f"{self.config.max_refusals_per_round} are reported)"
+            )
+            if self.pipeline.strike(client, message, rnd.number):
+                banned[client] = self.pipeline.ban_reason(client) or FLOODING
         if self.evaluator is not None:
             evaluated = await asyncio.to_thread(self.evaluator, new_model)
             if evaluated is not None:
@@ -721,7 +785,7 @@ class Aggregator:
             metrics=metrics,
             duration_seconds=duration,
             model_digest=digest.hex(),
-            strikes={c: strikes.get(c, 0) for c in rnd.sampled},
+            strikes={c: strikes.get(c, 0) for c in sorted({*rnd.sampled, *flooders})},
             scores={} if result is None else {c: float(v) for c, v in result.contribution.items()},
             rounds_participated={
                 c: self._fate(c).aggregated for c in ([] if result is None else result.accepted)
@@ -821,6 +885,36 @@ class Aggregator:
                 fate = self._fates.setdefault(client, ClientFate())
         return fate
 
+    def _reportable(self, client: str) -> bool:
+        """Count a refusal of ``client`` in this round: True for the first
+        ``max_refusals_per_round`` (reported one by one); at the next the client is flagged for
+        flooding, once; past it False (only counted, so that the report stays bounded)."""
+        self._refusals[client] += 1
+        count, limit = self._refusals[client], self.config.max_refusals_per_round
+        if count == limit + 1:
+            number = self._open_round_number()
+            self.metrics.flag(FLOODING)
+            with self._lock:
+                fate = self._fate(client)
+                fate.flagged[FLOODING] = fate.flagged.get(FLOODING, 0) + 1
+            self._emit(
+                ClientFlagged(
+                    number,
+                    client,
+                    FLOODING,
+                    f"more than {limit} refused requests in round {number}: the rest are only "
+                    "counted, and the round counts as a strike",
+                )
+            )
+        return count <= limit
+
+    def _flooders(self) -> dict[str, int]:
+        """Clients refused more than ``max_refusals_per_round`` times since the last round."""
+        limit = self.config.max_refusals_per_round
+        return {
+            c: n for c, n in sorted(self._refusals.items()) if n > limit and not c.startswith("?")
+        }
+
     def _refusal_fate(self, client: str, reason: str, message: str) -> None:
         with self._lock:
             fate = self._fate(client)
@@ -918,7 +1012,8 @@ class Aggregator:
             if rnd is not None and not rnd.closed and client in rnd.rows:
                 rnd.refusals[client] = ("peer", reason, message)
                 rnd.settle(client)
-        self._emit(Rejection(self._open_round_number(), name, "peer", reason, message))
+        if self._reportable(name):
+            self._emit(Rejection(self._open_round_number(), name, "peer", reason, message))
         code = (
             grpc.StatusCode.PERMISSION_DENIED
             if reason in _PEER_PERMISSION
@@ -931,7 +1026,8 @@ class Aggregator:
     async def _refuse_request(self, context: Any, client: str, reason: str, message: str) -> None:
         self.metrics.refuse_peer(reason)
         self._refusal_fate(client, reason, message)
-        self._emit(Rejection(self._open_round_number(), client, "peer", reason, message))
+        if self._reportable(client):
+            self._emit(Rejection(self._open_round_number(), client, "peer", reason, message))
         await self._abort(context, reason, message)
 
     async def _join(self, request: bytes, context: Any) -> pb.JoinReply:
@@ -1034,13 +1130,16 @@ class Aggregator:
         self.metrics.refuse_model(reason)
         self._refusal_fate(client, reason, message)
         number = self._open_round_number()
-        self._emit(Rejection(number, client, "model", reason, message))
+        reported = self._reportable(client)
+        if reported:
+            self._emit(Rejection(number, client, "model", reason, message))
         if flag:
             self.metrics.flag(reason)
             with self._lock:
                 fate = self._fate(client)
                 fate.flagged[reason] = fate.flagged.get(reason, 0) + 1
-            self._emit(ClientFlagged(number, client, reason, message))
+            if reported:
+                self._emit(ClientFlagged(number, client, reason, message))
         await self._abort(context, reason, message)
 
     async def _get_model(self, request: bytes, context: Any) -> None:
@@ -1165,7 +1264,8 @@ class Aggregator:
             retryable = info is not None and info.retryable
             if not retryable or rnd.attempts[client] >= self.config.max_attempts_per_round:
                 rnd.settle(client)
-        self._emit(Rejection(number, client, "update", exc.reason, exc.message))
+        if self._reportable(client):
+            self._emit(Rejection(number, client, "update", exc.reason, exc.message))
 
     async def _receive(
         self, client: str, cert: x509.Certificate, iterator: Any, rnd: _Round | None
@@ -1246,7 +1346,6 @@ class Aggregator:
                 "replay",
                 f"this envelope (round {env.round}, nonce {env.nonce.hex()[:12]}…) was seen before",
             )
-        self._nonces.setdefault(self._open_round_number(), set()).add(env.nonce)
         if rnd is None or rnd.closed:
             raise WireError("round-closed", "no round is open for updates")
         if env.round != rnd.number or env.round_token != rnd.token:
@@ -1287,6 +1386,30 @@ class Aggregator:
             raise WireError(
                 "wrong-size", f"an update of {env.num_values} values; the model has {self.dim}"
             )
+        # only now, so that at most max_attempts_per_round nonces per sampled client and round
+        # are kept: an envelope refused above cannot be accepted later anyway
+        self._nonces.setdefault(rnd.number, set()).add(env.nonce)
+
+
+def check_can_listen(listen: str) -> None:
+    """Raise :class:`OSError` naming ``listen`` when its port is taken (or the host is not a
+    local address), before gRPC tries: gRPC's own failure is a log line from its core and an
+    exception without the reason."""
+    host, _, port = listen.rpartition(":")
+    host = host.strip("[]")
+    if not port.isdigit() or int(port) == 0:
+        return
+    try:
+        infos = socket.getaddrinfo(host or None, int(port), type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise OSError(f"cannot listen on {listen}: {exc.strerror}") from exc
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            raise OSError(f"cannot listen on {listen}: {exc.strerror}") from exc
 
 
 def _fields(event: Event) -> dict[str, Any]:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from cryptography.exceptions import InvalidSignature
+
 from fedwarden.pki import (
     InvalidInputError,
     PeerVerifier,
@@ -12,6 +14,7 @@ from fedwarden.pki import (
     TLSDirectory,
     TrainingRef,
     TrustBundle,
+    read_certificate,
 )
 from fedwarden.pki.identity import uri_sans
 
@@ -46,7 +49,7 @@ class ServerTLS:
             cert=Path(cert) if cert else d.server_cert,
             key=Path(key) if key else d.server_key,
             ca=bundle,
-            crl=d.crl if d.crl.exists() else None,
+            crl=d.crl,  # watched even if absent: a later `pki revoke` writes it
             pki_dir=d.root,
         )
         tls.check()
@@ -66,8 +69,29 @@ class ServerTLS:
                 raise InvalidInputError(
                     "missing-file", f"the server's {what} {path} does not exist"
                 )
-        if self.crl is not None and not self.crl.exists():
-            raise InvalidInputError("missing-file", f"the CRL {self.crl} does not exist")
+        self._check_chain()
+
+    def _check_chain(self) -> None:
+        """The server certificate must be issued by a CA of the bundle the clients are verified
+        against: otherwise the aggregator would serve one training's clients while trusting
+        another's, and every client would only see its connection closed."""
+        cert = read_certificate(self.cert)
+        bundle = self.bundle()
+        for ca in bundle:
+            if ca.subject != cert.issuer:
+                continue
+            try:
+                cert.verify_directly_issued_by(ca)
+            except (ValueError, TypeError, InvalidSignature):
+                continue
+            return
+        raise InvalidInputError(
+            "server-not-in-bundle",
+            f"the server certificate {self.cert} was issued by "
+            f"{cert.issuer.rfc4514_string()!r}, which is not a CA of the bundle {self.ca} "
+            f"({'; '.join(bundle.subjects())}): they belong to different trainings (another "
+            "training's --pki-dir or --ca?)",
+        )
 
     def bundle(self) -> TrustBundle:
         return TrustBundle.load(self.ca)

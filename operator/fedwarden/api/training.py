@@ -434,6 +434,11 @@ class FederatedTrainingStatus(Model):
     banned_clients: list[str] = Field(default_factory=list)
     banned_count: int = Field(default=0, ge=0)
     last_metrics: MetricsStatus | None = None
+    privacy_state_lost: str | None = Field(
+        default=None,
+        description="Set by an aggregator that found no checkpoint while ε was already spent: "
+        "it refuses to spend the budget again, and the training fails.",
+    )
     aggregator_endpoint: str | None = None
     start_time: str | None = None
     completion_time: str | None = None

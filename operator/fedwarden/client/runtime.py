@@ -84,6 +84,11 @@ log = logging.getLogger("fedwarden.client")
 F32 = npt.NDArray[np.float32]
 
 
+GIVE_UP_AFTER = 600.0
+"""Seconds a client keeps trying to reach its aggregator by default: long enough to outlast an
+aggregator pod's replacement (the Job's backoff, scheduling, start) on a busy cluster."""
+
+
 @dataclass(frozen=True)
 class ClientConfig:
     """How a client connects and behaves.
@@ -114,7 +119,7 @@ class ClientConfig:
     rpc_timeout: float = 30.0
     backoff_initial: float = 0.5
     backoff_max: float = 15.0
-    give_up_after: float | None = 600.0
+    give_up_after: float | None = GIVE_UP_AFTER
     local_dp_clip: float | None = None
     local_dp_noise: float | None = None
     dp_seed: int | None = None
@@ -288,7 +293,8 @@ class FederationClient:
         self._last_explained: str | None = None
         self._dp_rng = noise_generator(config.dp_seed)
         self.last_problems: list[Problem] = []
-        """The specific reasons of the last failed handshake (``pki check``'s codes)."""
+        """The specific reasons of the failed handshakes since the last call that went through
+        (``pki check``'s codes)."""
         self._channel_lock = threading.Lock()
 
     # --- the loop ------------------------------------------------------------------------
@@ -343,6 +349,7 @@ class FederationClient:
         self._failing_since = None
         self._backoff.reset()
         self._last_explained = None
+        self.last_problems = []
 
     def _handle(self, instruction: pb.Instruction) -> None:
         kind = instruction.kind
@@ -457,11 +464,12 @@ class FederationClient:
             self.config.give_up_after is not None
             and now - self._failing_since > self.config.give_up_after
         ):
+            why = "; ".join(f"{p.code}: {p.message}" for p in self.last_problems)
             self._finish(
                 "unreachable",
                 "unreachable",
                 f"could not reach the aggregator at {self.config.server} for "
-                f"{now - self._failing_since:.0f} s",
+                f"{now - self._failing_since:.0f} s" + (f" ({why})" if why else ""),
             )
         self._close_channel()
         self._sleep(self._backoff.next())
@@ -482,6 +490,8 @@ class FederationClient:
         named = [p for p in problems if p.code not in ("handshake-failed", "verify-failed")]
         if not named and not probe:
             return False
+        if not named and self._last_explained is not None:
+            return True  # the same failure again: what the probe found still says more
         text = "; ".join(f"{p.code}: {p.message}" for p in named or problems)
         self.last_problems = named or problems
         if text != self._last_explained:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +49,8 @@ def demo(
     Ends with the accuracy, the ε spent, each client's fate and whether every defence held
     (exit code 1 if one did not).
     """
+    if workdir is not None:
+        _check_writable(workdir)
     config = DemoConfig(
         rounds=rounds, honest=honest, epsilon=None if no_dp else epsilon, workdir=workdir
     )
@@ -57,7 +61,9 @@ def demo(
         TextColumn("{task.fields[status]}"),
         TimeElapsedColumn(),
         console=console,
-        transient=as_json,
+        # with --json the output is for a machine: no bar, and not even the blank line a
+        # transient bar leaves on stderr
+        disable=as_json,
     ) as progress:
         task = progress.add_task("rounds", total=rounds, status="starting processes")
 
@@ -87,21 +93,41 @@ def demo(
         raise SystemExit(1)
 
 
+def _epsilon(value: float) -> str:
+    """ε with three decimals, rounded up: a table never shows less than what was spent."""
+    return f"{math.ceil(value * 1000 - 1e-9) / 1000:.3f}"
+
+
+def _check_writable(workdir: Path) -> None:
+    """A one-line error now rather than a traceback from a process that cannot write there."""
+    try:
+        workdir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=workdir):
+            pass
+    except OSError as exc:
+        raise click.ClickException(
+            f"cannot use --workdir {workdir}: {exc.strerror or exc}"
+        ) from exc
+
+
 def _print(result: DemoResult) -> None:
     table = Table(title="clients", show_lines=False)
     for column in ("client", "role", "aggregated", "refused", "banned / last refusal", "ε"):
-        table.add_column(column)
+        # the reasons are whole sentences (a cut one hides the threshold): wrapped, never cut
+        table.add_column(column, overflow="fold")
     for c in result.clients:
         fate = c["banned"] or c["last_refusal"] or ""
-        eps = f"{c['epsilon']:.3f}" if c["epsilon"] is not None else ""
+        eps = _epsilon(c["epsilon"]) if c["epsilon"] is not None else ""
         table.add_row(
-            c["client"], c["role"], str(c["accepted_rounds"]), str(c["refusals"]), fate[:90], eps
+            c["client"], c["role"], str(c["accepted_rounds"]), str(c["refusals"]), fate, eps
         )
     console.print(table)
     summary = Table(title="outcome", show_header=False)
-    summary.add_row("accuracy (test set)", f"{result.accuracy}")
+    accuracy = "—" if result.accuracy is None else f"{result.accuracy:.3f}"
+    summary.add_row("accuracy (test set)", accuracy)
     summary.add_row("same training without DP", f"{result.reference_accuracy:.3f} (in-process)")
-    summary.add_row(f"ε spent (δ = {result.delta:g})", f"{result.epsilon}")
+    spent = "none" if result.epsilon is None else _epsilon(result.epsilon)
+    summary.add_row(f"ε spent (δ = {result.delta:g})", spent)
     summary.add_row("guarantee", result.guarantee)
     summary.add_row("rounds", f"{result.rounds} ({result.status})")
     summary.add_row("time", f"{result.seconds} s")

@@ -447,7 +447,8 @@ def _parse_endpoint(value: str) -> tuple[str, int]:
     "--crl",
     "crl_file",
     type=click.Path(path_type=Path, dir_okay=False),
-    help="A CRL file (crl.pem) to check revocation against.",
+    help="A CRL file (crl.pem) to check revocation against [default: the crl.pem beside "
+    "--ca, if there is one].",
 )
 @click.option(
     "--name", help="The name expected: the server's DNS name or IP, or the client's name."
@@ -483,6 +484,13 @@ def check(
     payload: dict[str, Any] = {}
     problems: list[Problem] = []
     lines: list[str] = []
+    if crl_file is None and ca_file is not None and (ca_file.parent / "crl.pem").exists():
+        crl_file = ca_file.parent / "crl.pem"  # the layout of `fedwarden pki init-ca`
+    payload["revocation"] = {"checked": crl_file is not None, "crl": _str_or_none(crl_file)}
+    if crl_file is not None:
+        lines.append(f"revocation checked against {crl_file}")
+    else:
+        lines.append("revocation NOT checked: no --crl, and no crl.pem beside the CA bundle")
     with pki_errors():
         bundle = None if ca_file is None else TrustBundle.load(ca_file)
         revocations = (
@@ -547,7 +555,10 @@ def check(
         for line in lines:
             stdout_console.print(line, highlight=False, soft_wrap=True, markup=False)
         if not problems:
-            stdout_console.print("[green]OK[/green]: no problems found", highlight=False)
+            unchecked = "" if crl_file is not None else " (revocation not checked)"
+            stdout_console.print(
+                f"[green]OK[/green]: no problems found{unchecked}", highlight=False
+            )
         for p in problems:
             stdout_console.print(
                 f"[red]✗ {escape(p.code)}[/red]: {escape(p.message)}",
@@ -560,3 +571,7 @@ def check(
                 )
     if problems:
         click.get_current_context().exit(1)
+
+
+def _str_or_none(path: Path | None) -> str | None:
+    return None if path is None else str(path)

@@ -1,10 +1,16 @@
 """The training's PKI kept in the cluster: its CA, the aggregator's certificate, the clients'
-certificates and the revocation list, read from and written back to Secrets and a ConfigMap."""
+certificates and the revocation list, read from and written back to Secrets and a ConfigMap.
+
+The CRL is published in the trust ConfigMap; the revocations and the CRL number also live in the
+CA Secret (``revocations.json``), so that a lost or rolled-back ConfigMap cannot un-revoke a
+certificate. The CRL is re-signed when half of its validity has passed, long before its
+nextUpdate."""
 
 from __future__ import annotations
 
 import base64
 import datetime as dt
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,7 +22,7 @@ from fedwarden.pki.ca import CertificateAuthority
 from fedwarden.pki.csr import SigningPolicy, sign_csr
 from fedwarden.pki.files import load_certificate
 from fedwarden.pki.identity import TrainingRef
-from fedwarden.pki.revocation import RevocationList
+from fedwarden.pki.revocation import DEFAULT_CRL_VALIDITY, RevocationList
 from fedwarden.pki.rotation import MINIMUM_DURATION, parse_duration, renewal_time
 from fedwarden.resources import certificates, names
 from fedwarden.resources.names import Owner
@@ -53,6 +59,15 @@ class TrainingPKI:
         self.crl.revoke(serial, reason, ca=self.ca)
         return True
 
+    def refresh_if_due(self, now: dt.datetime) -> bool:
+        """Re-sign the CRL once half of its validity has passed (it never goes stale while the
+        operator runs); True when it was re-signed."""
+        next_update = self.crl.next_update(self.ca.certificate.subject)
+        if next_update is not None and next_update - now > DEFAULT_CRL_VALIDITY / 2:
+            return False
+        self.crl.refresh(self.ca, now=now)
+        return True
+
 
 def load_or_create(cluster: Cluster, owner: Owner, trust_domain: str) -> tuple[TrainingPKI, bool]:
     """The training's CA and revocation list; made (and stored) the first time. Returns whether
@@ -74,10 +89,25 @@ def load_or_create(cluster: Cluster, owner: Owner, trust_domain: str) -> tuple[T
         if crl_pem
         else RevocationList.empty(ca)
     )
+    state = _secret_value(secret, certificates.REVOCATION_STATE_KEY)
+    if state is not None:
+        crl.restore(json.loads(state), ca)  # the ConfigMap was lost or is behind: rebuilt
     return TrainingPKI(ca, crl, ca.cert_pem), created
 
 
 def publish_trust(cluster: Cluster, owner: Owner, pki: TrainingPKI) -> None:
+    """The revocations into the CA Secret first (what must never go back), then the CRL and
+    the bundle into the trust ConfigMap."""
+    state = json.dumps(pki.crl.state(), sort_keys=True).encode()
+    cluster.apply(
+        certificates.ca_secret(
+            owner,
+            cert=pki.ca.cert_pem,
+            key=pki.ca.key_pem,
+            bundle=pki.bundle,
+            revocation_state=state,
+        )
+    )
     cluster.apply(certificates.trust_config_map(owner, bundle=pki.bundle, crl=pki.crl.to_pem()))
 
 

@@ -94,6 +94,7 @@ def _reconcile_training(
         return reported
 
     pki, created = pki_store.load_or_create(cluster, owner, settings.trust_domain)
+    pki.refresh_if_due(now)
     pki_store.publish_trust(cluster, owner, pki)
     server_cert, issued = pki_store.ensure_server_certificate(
         cluster, owner, pki, spec.certificates, now

@@ -12,7 +12,10 @@
 
 Every role runs the real client runtime (:class:`fedwarden.client.runtime.FederationClient`):
 mutual TLS, signed envelopes, retries. The result (rounds trained, ε spent, refusals) is
-written as JSON to ``--result``.
+written as JSON to ``--result``, and the exit code is ``fedwarden client``'s (0 the training
+ended, 3 refused, 4 unreachable): the red-team sites of ``examples/`` run this module as their
+Job, and a poisoner that gave up while the aggregator restarted must fail its pod so that the
+Job brings it back, as it does for an honest ``fedwarden client``.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ import numpy as np
 import numpy.typing as npt
 
 from fedwarden.client.apps import FitResult
-from fedwarden.client.runtime import ClientConfig, FederationClient
+from fedwarden.client.runtime import GIVE_UP_AFTER, ClientConfig, FederationClient
 from fedwarden.client.tasks import BuiltinTask
 from fedwarden.pipeline.accounting import calibrate_noise_multiplier, get_accountant
 from fedwarden.pipeline.dp import noise_generator
@@ -143,6 +146,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--delta", type=float, default=1e-5)
     parser.add_argument("--clip-norm", type=float, default=1.0)
     parser.add_argument("--result", type=Path, required=True)
+    parser.add_argument(
+        "--give-up-after",
+        type=float,
+        default=GIVE_UP_AFTER,
+        # as long as an honest fedwarden client: a red-team site must outlast an aggregator
+        # restart exactly as the honest sites do, or it drops out of the training unbanned
+        help="seconds of failing to reach the aggregator before giving up",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.WARNING, format=f"%(asctime)s {args.role}-{args.index} %(message)s"
@@ -176,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
         key=args.tls_dir / "tls.key",
         ca=args.ca or args.tls_dir / "ca.crt",
         server_name=args.server_name,
-        give_up_after=60.0,
+        give_up_after=args.give_up_after,
         backoff_max=2.0,
     )
     result = FederationClient(config, task).run()
@@ -190,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
         "sample_rate": task.config.sample_rate if isinstance(task, ExampleDPTask) else None,
     }
     args.result.write_text(json.dumps(payload, default=str))
-    return 0
+    return result.exit_code
 
 
 if __name__ == "__main__":

@@ -329,19 +329,27 @@ def _summarise(
     accepted: dict[str, int] = {}
     for e in events:
         if e["event"] == "rejected":
-            refusals.setdefault(e["client"], []).append(f"{e['reason']}: {e['message']}")
+            refusals.setdefault(e["client"], []).append(refusal_text(e["reason"], e["message"]))
     for e in finished:
         for client in e["accepted"]:
             accepted[client] = accepted.get(client, 0) + 1
     clients = []
     for p in participants:
+        # the victim's updates reach the aggregator under the relay's name: what it was told
+        # is in its own result
+        told = [
+            refusal_text(r["reason"], r["message"])
+            for r in p.result.get("result", {}).get("rounds", [])
+            if r.get("status") == "rejected"
+        ]
+        own = refusals.get(p.name) or told
         clients.append(
             {
                 "client": p.name,
                 "role": p.role,
                 "accepted_rounds": accepted.get(p.name, 0),
-                "refusals": len(refusals.get(p.name, [])),
-                "last_refusal": refusals.get(p.name, [None])[-1],
+                "refusals": len(own),
+                "last_refusal": own[-1] if own else None,
                 "banned": banned.get(p.name),
                 "epsilon": p.result.get("epsilon"),
                 "exit": p.result.get("result", {}).get("status"),
@@ -381,8 +389,9 @@ def _summarise(
         "tampering in transit (FL05)": {
             "held": relay.counters.tampered_updates > 0
             and by_role[relay_name]["accepted_rounds"] == 0,
-            "detail": f"{relay.counters.tampered_updates} altered update(s), "
-            f"{by_role[relay_name]['accepted_rounds']} aggregated",
+            "detail": f"the relay altered {relay.counters.tampered_updates} update(s); the "
+            f"aggregator refused {by_role[relay_name]['refusals']} from it, aggregated "
+            f"{by_role[relay_name]['accepted_rounds']}",
         },
         "differential privacy (FL02/FL04)": {
             "held": config.epsilon is None
@@ -402,7 +411,7 @@ def _summarise(
         "training completed": {"held": status == "completed", "detail": status},
         "model learned": {
             "held": accuracy is not None and accuracy > 0.5,
-            "detail": f"accuracy {accuracy}" if accuracy is not None else "no round finished",
+            "detail": f"accuracy {accuracy:.3f}" if accuracy is not None else "no round finished",
         },
     }
     return DemoResult(
@@ -428,6 +437,12 @@ def _summarise(
         workdir=str(workdir) if workdir else None,
         seconds=round(time.monotonic() - started, 1),
     )
+
+
+def refusal_text(reason: str, message: str) -> str:
+    """``reason: message``, without repeating a reason the message starts with (the
+    pipeline's messages do: ``free-riding: replay of ...``)."""
+    return message if message.startswith(f"{reason}:") else f"{reason}: {message}"
 
 
 def reference_accuracy(config: DemoConfig) -> float:

@@ -284,7 +284,17 @@ def diagnose_endpoint(
                 report.problems = explain(exc)
                 return report
     report.handshake = True
-    if closed:
+    if closed and own_cert_pem is None:
+        # TLS 1.3: the server checks the client's certificate after the client considers the
+        # handshake done, and closes; without a certificate there is only one reason
+        report.problems.append(
+            Problem(
+                "client-cert-required",
+                "the server closed the connection after the handshake and no client "
+                "certificate was sent: it requires one (mutual TLS)",
+            )
+        )
+    elif closed:
         report.problems.append(
             Problem(
                 "refused-after-handshake",

@@ -12,6 +12,7 @@ Two layouts:
       ca-bundle.crt           the trust bundle to hand out: the current CA, and the previous
                               one while a CA rotation is under way
       crl.pem                 the revocation lists of every CA in the bundle
+      revocations.json        the revoked serials and CRL numbers: crl.pem is rebuilt from it
       server.crt  server.key  the aggregator's certificate (the key only if the CA made it)
       clients/<name>.crt      each client's certificate, and <name>.key if the CA made the key
       previous/ca.crt|ca.key  the CA being rotated out
@@ -255,6 +256,10 @@ class PKIDirectory:
     @property
     def crl(self) -> Path:
         return self.root / "crl.pem"
+
+    @property
+    def revocation_state(self) -> Path:
+        return self.root / "revocations.json"
 
     @property
     def server_cert(self) -> Path:

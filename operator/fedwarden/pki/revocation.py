@@ -6,6 +6,12 @@ is written by leaving the reason out, as RFC 5280 asks) and a nextUpdate, by whi
 have published a fresh list (a stale list is reported by ``pki check``). A banned client's
 certificate is revoked with reason ``privilege-withdrawn``.
 
+What must never go back, the revoked serials and the last CRL number of each CA, is also kept
+as the CA's own state (:meth:`RevocationList.state`, ``revocations.json`` in the CA directory,
+``revocations.json`` in the operator's CA Secret): a CRL file that is lost or replaced by an
+older copy is rebuilt from it (:meth:`RevocationList.restore`) with every revocation and a
+higher number, never a fresh list numbered 1.
+
 The aggregator holds a :class:`RevocationList` and calls :meth:`RevocationList.reload_if_changed`
 before authorising a peer (it costs one ``stat`` when nothing changed). A reload verifies each
 CRL's signature against the trust bundle and refuses a list whose CRL number went backwards, so
@@ -18,9 +24,10 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -117,6 +124,8 @@ class RevocationList:
             self._crls[crl.issuer] = crl
         self._stat: tuple[int, int, int] | None = None
         self._digest: bytes | None = None
+        self._numbers_used: dict[x509.Name, int] = {}
+        """CRL numbers a CA already signed (from its recorded state): the next one is above."""
 
     @staticmethod
     def _check_signature(crl: x509.CertificateRevocationList, trusted: TrustBundle) -> None:
@@ -239,6 +248,62 @@ class RevocationList:
         current = self._crls.get(ca.certificate.subject)
         self._sign(ca, list(current) if current is not None else [], now=now, validity=validity)
 
+    def state(self) -> dict[str, Any]:
+        """What must never go back, per CA (by subject): the CRL number and every revocation.
+        JSON-serialisable; the CA keeps it beside its key (see the module docstring)."""
+        return {
+            crl.issuer.rfc4514_string(): {
+                "crl_number": _crl_number(crl),
+                "revoked": [
+                    {
+                        "serial": f"{entry.serial:x}",
+                        "revoked_at": entry.revoked_at.isoformat(),
+                        "reason": entry.reason,
+                    }
+                    for entry in sorted(
+                        (_entry(crl, revoked) for revoked in crl), key=lambda e: e.serial
+                    )
+                ],
+            }
+            for crl in self._crls.values()
+        }
+
+    def restore(
+        self,
+        state: Mapping[str, Any],
+        ca: CertificateAuthority,
+        *,
+        now: dt.datetime | None = None,
+        validity: dt.timedelta = DEFAULT_CRL_VALIDITY,
+    ) -> bool:
+        """Bring ``ca``'s CRL up to its recorded ``state`` (from :meth:`state`): re-signed with
+        every recorded revocation it lacks and a number above the recorded one, when the CRL in
+        hand is missing, older or incomplete. True when it was re-signed."""
+        subject = ca.certificate.subject
+        recorded = state.get(subject.rfc4514_string())
+        if not recorded:
+            return False
+        used = int(recorded.get("crl_number") or 0)
+        self._numbers_used[subject] = max(self._numbers_used.get(subject, 0), used)
+        current = self._crls.get(subject)
+        revoked = list(current) if current is not None else []
+        present = {entry.serial_number for entry in revoked}
+        missing = [r for r in recorded.get("revoked") or () if int(r["serial"], 16) not in present]
+        if not missing and current is not None and _crl_number(current) >= used:
+            return False
+        for record in missing:
+            builder = (
+                x509.RevokedCertificateBuilder()
+                .serial_number(int(record["serial"], 16))
+                .revocation_date(dt.datetime.fromisoformat(record["revoked_at"]))
+            )
+            flag = parse_reason(record.get("reason") or "unspecified")
+            if flag is not x509.ReasonFlags.unspecified:
+                builder = builder.add_extension(x509.CRLReason(flag), critical=False)
+            revoked.append(builder.build())
+        self._sign(ca, revoked, now=now, validity=validity)
+        return True
+
     def drop_issuer(self, issuer: x509.Name) -> None:
         """Forget the CRL of a CA that has left the trust bundle (the end of a rotation)."""
         self._crls.pop(issuer, None)
@@ -253,7 +318,8 @@ class RevocationList:
     ) -> x509.CertificateRevocationList:
         when = (now or utcnow()).astimezone(dt.UTC).replace(microsecond=0)
         current = self._crls.get(ca.certificate.subject)
-        number = _crl_number(current) + 1 if current is not None else 1
+        in_hand = _crl_number(current) if current is not None else 0
+        number = max(in_hand, self._numbers_used.get(ca.certificate.subject, 0)) + 1
         builder = (
             x509.CertificateRevocationListBuilder()
             .issuer_name(ca.certificate.subject)
@@ -294,6 +360,10 @@ class RevocationList:
 
     def entries(self) -> list[RevokedEntry]:
         return [_entry(crl, revoked) for crl in self._crls.values() for revoked in crl]
+
+    def next_update(self, issuer: x509.Name) -> dt.datetime | None:
+        crl = self._crls.get(issuer)
+        return None if crl is None else crl.next_update_utc
 
     def stale(self, now: dt.datetime | None = None) -> list[str]:
         """A sentence for each CRL whose nextUpdate has passed."""

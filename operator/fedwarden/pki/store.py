@@ -18,6 +18,7 @@ keeps them to fill Secrets; the command line writes them only to ``--out``).
 from __future__ import annotations
 
 import datetime as dt
+import json
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
@@ -37,8 +38,10 @@ from fedwarden.pki.files import (
     PKIDirectory,
     TLSDirectory,
     load_certificate,
+    read_bytes,
     read_certificate,
     read_private_key,
+    write_atomic,
     write_certificates,
     write_private_key,
 )
@@ -77,8 +80,8 @@ class TrainingPKI:
         ca = CertificateAuthority.create(training, duration=duration, now=now)
         ca.save(pki.dir)
         write_certificates(pki.dir.bundle, ca.certificate)
-        RevocationList.empty(ca, now=now).save(pki.dir.crl)
         pki._ca = ca
+        pki._save_revocations(RevocationList.empty(ca, now=now))
         return pki
 
     # --- reading -----------------------------------------------------------------------
@@ -106,10 +109,25 @@ class TrainingPKI:
             return TrustBundle.load(self.dir.bundle)
         return TrustBundle([self.ca.certificate])
 
-    def revocations(self) -> RevocationList:
+    def revocations(self, *, now: dt.datetime | None = None) -> RevocationList:
+        """``crl.pem``, brought up to the CA's recorded state (``revocations.json``) if the file
+        was lost or replaced by an older copy; :meth:`_save_revocations` writes both back."""
         if self.dir.crl.exists():
-            return RevocationList.load(self.dir.crl, trusted=self.bundle())
-        return RevocationList(trusted=self.bundle())
+            revocations = RevocationList.load(self.dir.crl, trusted=self.bundle())
+        else:
+            revocations = RevocationList(trusted=self.bundle())
+        if self.dir.revocation_state.exists():
+            state = json.loads(read_bytes(self.dir.revocation_state, "revocation state"))
+            for ca in filter(None, (self.ca, self.previous_ca())):
+                revocations.restore(state, ca, now=now)
+        return revocations
+
+    def _save_revocations(self, revocations: RevocationList) -> None:
+        """The state first: a crash between the two writes leaves a CRL that the state
+        rebuilds, never a state behind the CRL."""
+        state = json.dumps(revocations.state(), indent=2, sort_keys=True) + "\n"
+        write_atomic(self.dir.revocation_state, state.encode(), 0o644)
+        revocations.save(self.dir.crl)
 
     # --- issuing -----------------------------------------------------------------------
 
@@ -179,9 +197,9 @@ class TrainingPKI:
     ) -> RevokedEntry:
         """Revoke ``cert`` with the CA that issued it (current or previous) and save crl.pem."""
         signer = self._issuer_of(cert)
-        revocations = self.revocations()
+        revocations = self.revocations(now=now)
         entry = revocations.revoke(cert, reason, ca=signer, now=now, validity=validity)
-        revocations.save(self.dir.crl)
+        self._save_revocations(revocations)
         return entry
 
     def revoke_client(
@@ -204,10 +222,10 @@ class TrainingPKI:
         self, *, now: dt.datetime | None = None, validity: dt.timedelta = DEFAULT_CRL_VALIDITY
     ) -> RevocationList:
         """Re-sign the CRL of every CA in the bundle with a new nextUpdate."""
-        revocations = self.revocations()
+        revocations = self.revocations(now=now)
         for ca in filter(None, (self.ca, self.previous_ca())):
             revocations.refresh(ca, now=now, validity=validity)
-        revocations.save(self.dir.crl)
+        self._save_revocations(revocations)
         return revocations
 
     def _issuer_of(self, cert: x509.Certificate) -> CertificateAuthority:
@@ -240,9 +258,9 @@ class TrainingPKI:
         new.save(self.dir)
         write_certificates(self.dir.bundle, [new.certificate, old.certificate])
         self._ca = new
-        revocations = self.revocations()
+        revocations = self.revocations(now=now)
         revocations.refresh(new, now=now)
-        revocations.save(self.dir.crl)
+        self._save_revocations(revocations)
         return new
 
     def finish_rotation(self) -> None:
@@ -254,5 +272,5 @@ class TrainingPKI:
         revocations.drop_issuer(old.certificate.subject)
         write_certificates(self.dir.bundle, self.ca.certificate)
         revocations.trusted = TrustBundle([self.ca.certificate])
-        revocations.save(self.dir.crl)
+        self._save_revocations(revocations)
         shutil.rmtree(self.dir.previous)

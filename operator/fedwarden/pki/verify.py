@@ -84,7 +84,11 @@ class PeerVerifier:
     """Authorises clients of one training from their TLS peer certificates.
 
     ``crl_path``, when given, is re-read whenever it changes (one ``stat`` per call otherwise);
-    a reload that fails keeps the list in force and is logged with its reason.
+    a reload that fails keeps the list in force and is logged with its reason. A path that does
+    not exist (yet) is watched all the same: no certificate is revoked until it appears, which
+    is logged once. A CRL past its nextUpdate stays in force (its revocations are final; a
+    fresh list can only add to them) and is logged once per list: re-signing it is the CA's job
+    (``fedwarden pki refresh-crl``; the operator does it on its own).
     """
 
     def __init__(
@@ -98,9 +102,22 @@ class PeerVerifier:
         self.training = training
         self.bundle = TrustBundle.of(bundle)
         self.crl_path = None if crl_path is None else Path(crl_path)
+        self._told: set[str] = set()
         if revocations is None and self.crl_path is not None:
-            revocations = RevocationList.load(self.crl_path, trusted=self.bundle)
+            if self.crl_path.exists():
+                revocations = RevocationList.load(self.crl_path, trusted=self.bundle)
+            else:
+                revocations = RevocationList(trusted=self.bundle)
+                self._tell(
+                    f"the CRL {self.crl_path} does not exist: no certificate is revoked until it "
+                    "appears (it is watched)"
+                )
         self.revocations = revocations
+
+    def _tell(self, message: str) -> None:
+        if message not in self._told:
+            self._told.add(message)
+            log.warning("%s", message)
 
     def set_bundle(self, bundle: TrustBundle | bytes | Iterable[x509.Certificate]) -> None:
         """Swap the trust bundle (a CA rotation starts or ends)."""
@@ -111,11 +128,18 @@ class PeerVerifier:
     def reload_revocations(self) -> bool:
         if self.crl_path is None or self.revocations is None:
             return False
+        if not self.crl_path.exists():
+            if self.revocations.crls:
+                self._tell(f"the CRL {self.crl_path} is gone: keeping the list in force")
+            return False
         try:
-            return self.revocations.reload_if_changed(self.crl_path)
+            changed = self.revocations.reload_if_changed(self.crl_path)
         except PKIError as exc:
             log.warning("keeping the revocation list in force: %s (%s)", exc.message, exc.reason)
             return False
+        for stale in self.revocations.stale():
+            self._tell(f"{stale}; its revocations stay in force until a fresh list replaces it")
+        return changed
 
     def verify(
         self, peer_certificate: x509.Certificate | bytes, now: dt.datetime | None = None

@@ -26,10 +26,16 @@ def tls_secret(
     }
 
 
-def ca_secret(owner: Owner, *, cert: bytes, key: bytes, bundle: bytes) -> dict[str, Any]:
+REVOCATION_STATE_KEY = "revocations.json"
+"""The CA Secret's key for the revoked serials and CRL number (see controller.certificates)."""
+
+
+def ca_secret(
+    owner: Owner, *, cert: bytes, key: bytes, bundle: bytes, revocation_state: bytes | None = None
+) -> dict[str, Any]:
     """The training's CA (its key signs every certificate of the training; only the operator
-    reads this Secret)."""
-    return tls_secret(
+    reads this Secret), and what it revoked."""
+    secret = tls_secret(
         owner,
         names.ca_secret_name(owner.name),
         names.training_labels(owner.name, "ca"),
@@ -37,6 +43,9 @@ def ca_secret(owner: Owner, *, cert: bytes, key: bytes, bundle: bytes) -> dict[s
         key=key,
         ca=bundle,
     )
+    if revocation_state is not None:
+        secret["data"][REVOCATION_STATE_KEY] = _b64(revocation_state)
+    return secret
 
 
 def aggregator_tls_secret(

@@ -89,6 +89,7 @@ def training_status(state: TrainingState, now: str) -> dict[str, Any]:
     job_status = (state.job or {}).get("status") or {}
     running = int(job_status.get("active") or 0) > 0
     ready_pods = int(job_status.get("ready") or 0)
+    privacy_state_lost = reported.get("privacyStateLost")
     budget_exhausted = (
         complete is not None
         and spec.privacy.mode != "none"
@@ -96,7 +97,11 @@ def training_status(state: TrainingState, now: str) -> dict[str, Any]:
         and rounds_done < spec.rounds
     )
 
-    if complete is not None and budget_exhausted and spec.privacy.on_budget_exhausted == "Fail":
+    if privacy_state_lost:
+        # the aggregator found no checkpoint though ε was spent; whatever its Job does next
+        # (it is retried, and refuses again), this training must not spend the budget twice
+        phase, message = "Failed", str(privacy_state_lost)
+    elif complete is not None and budget_exhausted and spec.privacy.on_budget_exhausted == "Fail":
         phase, message = (
             "Failed",
             f"privacy budget spent after {rounds_done} of {spec.rounds} rounds",
@@ -139,6 +144,10 @@ def training_status(state: TrainingState, now: str) -> dict[str, Any]:
         budget = ConditionValue(
             "PrivacyBudgetAvailable", True, "PrivacyOff", "no differential privacy requested"
         )
+    elif privacy_state_lost:
+        budget = ConditionValue(
+            "PrivacyBudgetAvailable", False, "PrivacyStateLost", str(privacy_state_lost)
+        )
     elif budget_exhausted:
         budget = ConditionValue(
             "PrivacyBudgetAvailable",
@@ -163,6 +172,8 @@ def training_status(state: TrainingState, now: str) -> dict[str, Any]:
     )
     if phase == "Succeeded":
         ready = ConditionValue("Ready", True, "Succeeded", message)
+    elif privacy_state_lost:
+        ready = ConditionValue("Ready", False, "PrivacyStateLost", message)
     elif phase == "Failed":
         ready = ConditionValue("Ready", False, "Failed", message)
     elif phase == "Suspended":

@@ -86,7 +86,9 @@ REASONS: dict[str, ReasonInfo] = {
     ),
     "unsupported-dtype": ReasonInfo(_U, _S.INVALID_ARGUMENT, "the payload is not float32"),
     "oversized": ReasonInfo(
-        _U, _S.RESOURCE_EXHAUSTED, "the update is larger than the configured maximum"
+        _U,
+        _S.RESOURCE_EXHAUSTED,
+        "the update, or one of its messages, is larger than the configured maximum",
     ),
     "wrong-size": ReasonInfo(_U, _S.INVALID_ARGUMENT, "the update does not have the model's size"),
     "malformed-chunk": ReasonInfo(

@@ -69,9 +69,8 @@ class TensorAssembler:
     Chunks must arrive in order (each one's offset, when given, must be where the previous one
     ended). Refusals raise :class:`~fedwarden.wire.errors.WireError`:
 
-    - ``malformed-chunk``: a chunk that is not a whole number of values, larger than
-      ``max_chunk_bytes``, or out of order;
-    - ``oversized``: more values than announced;
+    - ``malformed-chunk``: a chunk that is not a whole number of values, or out of order;
+    - ``oversized``: a chunk larger than ``max_chunk_bytes``, or more values than announced;
     - ``truncated``: :meth:`finish` before all values arrived.
 
     Args:
@@ -110,7 +109,7 @@ class TensorAssembler:
         size = len(data)
         if size > self.max_chunk_bytes:
             raise WireError(
-                "malformed-chunk",
+                "oversized",
                 f"a chunk of {size} bytes exceeds the maximum of {self.max_chunk_bytes}",
             )
         if size % VALUE_BYTES:

@@ -30,6 +30,9 @@ def test_demo_holds_every_defence_and_reports_each_fate():
     for poisoner in ("site-07", "site-08"):
         assert fates[poisoner]["accepted_rounds"] <= 2, poisoner
     assert "bad-signature" in fates["edge-relay"]["banned"]
+    # the victim's updates were refused under the relay's name: its row says so all the same
+    assert fates["site-06"]["refusals"] >= 1
+    assert "bad-signature" in fates["site-06"]["last_refusal"]
     assert report["relay"]["tampered_updates"] >= 1
     honest = [c for c in report["clients"] if c["role"] == "honest"]
     assert all(not c["banned"] and c["accepted_rounds"] > 0 for c in honest)

@@ -177,3 +177,30 @@ def test_bad_input_is_refused_and_the_round_proceeds(runtime_pki: RuntimePKI) ->
         assert record.rejected[name]["reason"] == reason
     assert wait_for(lambda: all(clients.results[n].status == "done" for n in honest))
     assert {e.reason for e in reporter.of(Rejection)} >= {r for _, r in BAD.values()}
+
+
+def test_one_message_larger_than_a_chunk_is_oversized_and_settles_the_client(
+    runtime_pki: RuntimePKI,
+) -> None:
+    agg, reporter = make_aggregator(
+        runtime_pki, rounds=1, min_available=1, dim=10, round_timeout=600.0
+    )
+    try:
+        assert agg.port is not None
+        raw = RawClient(runtime_pki.client("site-1"), agg.port)
+        raw.join()
+        instruction = raw.poll_until_train()
+        update = np.zeros(10, np.float32)
+        header = raw.signed_messages(raw.envelope(instruction, update), update)[0]
+        # above one chunk, below gRPC's own limit (two chunks): the handler sees it
+        big = pb.UpdateMessage(chunk=b"\0" * (agg.config.chunk_bytes + 4)).SerializeToString()
+        outcome = raw.submit([header, big])
+        assert outcome.reason == "oversized", outcome
+        # not retryable: the round does not wait for its 600 s deadline
+        result = agg.wait(timeout=TIMEOUT)
+        raw.close()
+    finally:
+        agg.stop()
+    assert result is not None
+    (record,) = reporter.of(RoundFinished)
+    assert record.rejected["site-1"]["reason"] == "oversized"

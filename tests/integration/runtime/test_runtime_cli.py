@@ -5,16 +5,21 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 import subprocess
 import sys
 import threading
 import urllib.request
 from pathlib import Path
 
+import numpy as np
 from click.testing import CliRunner
 from runtime_helpers import TIMEOUT, RuntimePKI, free_port, make_aggregator
 
+from fedwarden.aggregator import Checkpoint, save_checkpoint
 from fedwarden.cli import main
+from fedwarden.client import BuiltinTask, FederationClient
+from fedwarden.pki import TrainingPKI, TrainingRef
 
 RUN = [sys.executable, "-c", "from fedwarden.cli import main; main()"]
 
@@ -188,3 +193,86 @@ def test_processes_train_and_a_revoked_client_exits_3(runtime_pki: RuntimePKI) -
     assert result["status"] == "refused"
     assert result["reason"] == "revoked"
     assert "key-compromise" in done.stderr.decode()
+
+
+def test_user_mistakes_at_start_are_one_line_errors(
+    runtime_pki: RuntimePKI, tmp_path: Path
+) -> None:
+    base = [*RUN, "aggregator", "--pki-dir", str(runtime_pki.ca_dir), "--rounds", "1",
+            "--task", "digits-logreg"]  # fmt: skip
+
+    def refused(*args: str) -> str:
+        done = subprocess.run(
+            [*base, *args], stdin=subprocess.DEVNULL, capture_output=True, text=True,
+            timeout=120, check=False,
+        )  # fmt: skip
+        assert done.returncode == 1, done.stderr
+        lines = done.stderr.strip().splitlines()
+        assert len(lines) == 1, done.stderr
+        return lines[0]
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        line = refused("--listen", f"127.0.0.1:{port}")
+    assert line == f"Error: cannot listen on 127.0.0.1:{port}: Address already in use"
+
+    # a checkpoint of this training whose pipeline state lacks the noise multiplier
+    state = tmp_path / "state"
+    pipeline = {"round": 1, "clipper": {}, "accountant": None, "strikes": {}}
+    size = BuiltinTask("digits-logreg").num_parameters
+    uri = runtime_pki.training.uri
+    save_checkpoint(state, Checkpoint(uri, 1, np.zeros(size, np.float32), pipeline))
+    line = refused("--checkpoint-dir", str(state))
+    assert str(state) in line
+    assert "'noise_multiplier'" in line
+
+
+def test_demo_workdir_that_cannot_be_written_is_a_one_line_error(tmp_path: Path) -> None:
+    blocked = tmp_path / "file"
+    blocked.write_text("not a directory")
+    result = CliRunner().invoke(main, ["demo", "--workdir", str(blocked / "work")])
+    assert result.exit_code == 1
+    assert (
+        result.output.strip() == f"Error: cannot use --workdir {blocked / 'work'}: Not a directory"
+    )
+
+
+def test_an_aggregator_whose_certificate_is_of_another_training_refuses_to_start(
+    runtime_pki: RuntimePKI, tmp_path: Path
+) -> None:
+    other = TrainingPKI.init(tmp_path / "other", TrainingRef("team-b", "cifar"))
+    ours = runtime_pki.pki.dir
+    done = subprocess.run(
+        [*RUN, "aggregator", "--pki-dir", str(other.dir.root), "--cert", str(ours.server_cert),
+         "--key", str(ours.server_key), "--rounds", "1", "--task", "digits-logreg"],
+        stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 1, done.stderr
+    (line,) = done.stderr.strip().splitlines()
+    assert str(ours.server_cert) in line
+    assert str(other.dir.bundle) in line
+    assert runtime_pki.pki.ca.subject in line  # the issuer it has
+    assert other.ca.subject in line  # the CA it would trust
+
+
+def test_a_client_given_another_trainings_ca_names_the_issuer_it_saw(
+    runtime_pki: RuntimePKI, tmp_path: Path
+) -> None:
+    other = TrainingPKI.init(tmp_path / "other", TrainingRef("team-b", "cifar"))
+    agg, _ = make_aggregator(runtime_pki, rounds=1, min_available=1, dim=4)
+    try:
+        assert agg.port is not None
+        config = runtime_pki.client_config(
+            "site-1", agg.port, ca=other.dir.bundle, give_up_after=0.5
+        )
+        client = FederationClient(config, BuiltinTask("digits-logreg"))
+        result = client.run()
+    finally:
+        agg.stop()
+    assert result.status == "unreachable"
+    issuer = [p for p in client.last_problems if p.code == "unknown-issuer"]
+    assert issuer, client.last_problems
+    assert runtime_pki.pki.ca.subject in issuer[0].message
+    assert runtime_pki.pki.ca.subject in result.message

@@ -14,6 +14,7 @@ import pytest
 from runtime_helpers import OPENSSL, RawClient, RuntimePKI, make_aggregator, run_openssl
 
 from fedwarden.client import explain_handshake_failure
+from fedwarden.pki import diagnose_endpoint
 
 pytestmark = pytest.mark.skipif(OPENSSL is None, reason="needs the openssl command")
 
@@ -71,6 +72,11 @@ def test_handshake_refusals_and_revocation(runtime_pki: RuntimePKI, tmp_path) ->
         rc, out = s_client(port, ca, "-ign_eof")
         assert rc != 0
         assert "unexpected eof" in out.lower() or "alert" in out.lower(), out
+        # ... and `pki check --endpoint` without a certificate names the cause
+        report = diagnose_endpoint(
+            "127.0.0.1", port, runtime_pki.pki.bundle(), server_name="localhost"
+        )
+        assert [p.code for p in report.problems] == ["client-cert-required"], report.problems
 
         # a certificate of another CA, made by openssl
         foreign_crt, foreign_key = openssl_foreign_client(tmp_path)

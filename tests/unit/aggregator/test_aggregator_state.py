@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -157,3 +158,40 @@ def test_config_refuses_impossible_settings() -> None:
         AggregatorConfig(rounds=1, min_per_round=5, min_available=2)
     with pytest.raises(ValueError, match="chunk size"):
         AggregatorConfig(rounds=1, chunk_bytes=3)
+
+
+def _write_npz(directory: Path, meta: dict[str, object], **arrays: np.ndarray) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / "checkpoint.npz"
+    raw = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+    np.savez(path, meta=raw, **arrays)
+    return path
+
+
+def test_a_damaged_checkpoint_is_named_with_what_is_wrong(tmp_path: Path) -> None:
+    good = Checkpoint("uid", 2, np.zeros(3, np.float32), {"round": 2})
+    save_checkpoint(tmp_path / "good", good)
+    with np.load(tmp_path / "good" / "checkpoint.npz") as data:
+        meta = json.loads(bytes(data["meta"]).decode())
+    model = np.zeros(3, np.float32)
+    cases = {
+        "no-uid": ({k: v for k, v in meta.items() if k != "training_uid"}, {"model": model}),
+        "no-model": (meta, {}),
+        "round": ({**meta, "round": "three"}, {"model": model}),
+    }
+    for name, (broken, arrays) in cases.items():
+        path = _write_npz(tmp_path / name, broken, **arrays)
+        with pytest.raises(CheckpointError) as refused:
+            load_checkpoint(path.parent)
+        message = str(refused.value)
+        assert str(path) in message, name
+        assert "\n" not in message
+    assert "'training_uid' is missing" in _error(tmp_path / "no-uid")
+    assert "'model' is missing" in _error(tmp_path / "no-model")
+    assert "three" in _error(tmp_path / "round")
+
+
+def _error(directory: Path) -> str:
+    with pytest.raises(CheckpointError) as refused:
+        load_checkpoint(directory)
+    return str(refused.value)

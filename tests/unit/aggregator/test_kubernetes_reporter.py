@@ -27,6 +27,7 @@ from fedwarden.aggregator.kubernetes import (
 )
 from fedwarden.aggregator.reporting import (
     ClientFlagged,
+    RecordedProgress,
     Rejection,
     RoundFinished,
     RoundStarted,
@@ -397,3 +398,51 @@ def test_epsilon_is_shown_with_four_decimals_rounded_up() -> None:
     assert displayed_epsilon(0.1234) == 0.1234  # float noise in 0.1234 * 1e4 is absorbed
     assert displayed_epsilon(0.12340001) == 0.1235
     assert displayed_epsilon(1.0) == 1.0
+
+
+# --- the durable record of spent privacy -------------------------------------------------
+
+
+def test_the_training_status_is_the_record_of_what_was_spent() -> None:
+    api = FakeStatusApi({(TRAININGS, "mnist"): {"round": 4, "epsilonSpent": 1.25}})
+    rep = reporter(api)
+    record = rep.recorded_progress()
+    assert record is not None
+    assert (record.rounds, record.epsilon) == (4, 1.25)
+    assert "team-a/mnist" in record.where
+    rep.close()
+    fresh = reporter(FakeStatusApi())
+    assert fresh.recorded_progress() == RecordedProgress(0, None, fresh_where(fresh))
+    fresh.close()
+
+
+def fresh_where(rep: KubernetesReporter) -> str:
+    return f"FederatedTraining {rep.namespace}/{rep.name}'s status"
+
+
+def test_an_unreadable_record_stops_the_start_and_a_forbidden_one_is_skipped() -> None:
+    api = FakeStatusApi()
+    api.fail.append(StatusApiError(None, "connection refused"))
+    rep = reporter(api)
+    with pytest.raises(OSError, match="what privacy budget was spent"):
+        rep.recorded_progress()
+    api.forbidden.add((TRAININGS, "mnist"))
+    assert rep.recorded_progress() is None
+    rep.close()
+
+
+def test_a_lost_privacy_state_is_written_and_a_later_resumed_process_clears_it() -> None:
+    api = FakeStatusApi({(TRAININGS, "mnist"): {"round": 4, "epsilonSpent": 1.25}})
+    rep = reporter(api)
+    rep.training_finished(
+        TrainingFinished("privacy-state-lost", "privacy state lost: ...", 4, 1.25, 1e-5, {})
+    )
+    rep.close()
+    status = api.statuses[(TRAININGS, "mnist")]
+    assert status["privacyStateLost"] == "privacy state lost: ..."
+    assert status["epsilonSpent"] == 1.25
+    assert status["round"] == 4
+    # the checkpoint volume restored: the next process resumes and does not carry it over
+    state = StatusState()
+    state.training_started(started(resumed=4, epsilon=1.25))
+    assert "privacyStateLost" not in training_status(status, state)

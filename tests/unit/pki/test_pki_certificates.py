@@ -223,7 +223,9 @@ def test_ca_round_trips_through_its_directory(tmp_path, ca):
 def test_training_pki_layout_and_tls_directory(tmp_path, training):
     store = TrainingPKI.init(tmp_path / "ca", training)
     d = PKIDirectory(tmp_path / "ca")
-    assert {p.name for p in d.root.iterdir()} == {"ca.crt", "ca.key", "ca-bundle.crt", "crl.pem"}
+    assert {p.name for p in d.root.iterdir()} == {
+        "ca.crt", "ca.key", "ca-bundle.crt", "crl.pem", "revocations.json",
+    }  # fmt: skip
     issued = store.issue_client("site-1", keep_key=True)
     assert d.client_cert("site-1").exists()
     assert d.client_key("site-1").exists()

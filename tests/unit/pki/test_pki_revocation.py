@@ -165,3 +165,74 @@ def test_ecdsa_signatures_are_der_and_garbage_is_refused(ca):
     with pytest.raises(SignatureError):
         verify_payload(issued.certificate, b"x", b"\x30\x03garbage")
     assert generate_key().curve.name == "secp256r1"
+
+
+def _number(path) -> int:
+    crl = x509.load_pem_x509_crl(path.read_bytes())
+    return crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number
+
+
+def test_a_lost_or_rolled_back_crl_file_loses_no_revocation(tmp_path, training):
+    store = TrainingPKI.init(tmp_path / "ca", training)
+    site = store.issue_client("site-1").certificate
+    other = store.issue_client("site-2").certificate
+    old_copy = store.dir.crl.read_bytes()
+    store.revoke(site, "privilege-withdrawn")
+    before = _number(store.dir.crl)
+    # deleted: refreshing (or revoking another) rebuilds it from the CA's state, numbered on
+    store.dir.crl.unlink()
+    store.refresh_crl()
+    assert store.revocations().is_revoked(site).reason == "privilege-withdrawn"
+    assert _number(store.dir.crl) > before
+    store.dir.crl.unlink()
+    store.revoke(other, "key-compromise")
+    rebuilt = store.revocations()
+    assert rebuilt.is_revoked(site) is not None
+    assert rebuilt.is_revoked(other) is not None
+    # an older copy put back: the next write goes past the numbers already used
+    used = _number(store.dir.crl)
+    store.dir.crl.write_bytes(old_copy)
+    assert store.revocations().is_revoked(site) is not None
+    store.refresh_crl()
+    assert _number(store.dir.crl) > used
+    verifier = PeerVerifier(training, store.bundle(), crl_path=store.dir.crl)
+    with pytest.raises(CertificateProblem) as info:
+        verifier.verify(site)
+    assert info.value.reason == "revoked"
+
+
+def test_an_absent_crl_is_watched_until_it_appears(tmp_path, training, caplog):
+    store = TrainingPKI.init(tmp_path / "ca", training)
+    site = store.issue_client("site-1").certificate
+    store.dir.crl.unlink()
+    with caplog.at_level("WARNING", logger="fedwarden.pki"):
+        verifier = PeerVerifier(training, store.bundle(), crl_path=store.dir.crl)
+        assert verifier.verify(site).client == "site-1"
+        assert verifier.verify(site).client == "site-1"
+    assert [r.getMessage() for r in caplog.records] == [
+        f"the CRL {store.dir.crl} does not exist: no certificate is revoked until it appears "
+        "(it is watched)"
+    ]
+    store.revoke(site, "privilege-withdrawn")
+    with pytest.raises(CertificateProblem) as info:
+        verifier.verify(site)
+    assert info.value.reason == "revoked"
+
+
+def test_a_stale_crl_stays_in_force_and_is_told_once(tmp_path, training, now, caplog):
+    store = TrainingPKI.init(tmp_path / "ca", training)
+    revoked = store.issue_client("site-1").certificate
+    valid = store.issue_client("site-2").certificate
+    long_ago = now - dt.timedelta(days=30)
+    store.revoke(revoked, "privilege-withdrawn", now=long_ago)  # nextUpdate 23 days ago
+    assert store.revocations().stale(now)
+    with caplog.at_level("WARNING", logger="fedwarden.pki"):
+        verifier = PeerVerifier(training, store.bundle(), crl_path=store.dir.crl)
+        for _ in range(3):
+            with pytest.raises(CertificateProblem) as info:
+                verifier.verify(revoked)
+            assert info.value.reason == "revoked"
+            assert verifier.verify(valid).client == "site-2"
+    stale = [r.getMessage() for r in caplog.records if "nextUpdate" in r.getMessage()]
+    assert len(stale) == 1
+    assert "stay in force" in stale[0]

@@ -227,6 +227,22 @@ def test_phases_and_conditions() -> None:
     assert training_status(_state(_spec(), None), "T")["phase"] == "Pending"
 
 
+def test_a_lost_privacy_state_fails_the_training_whatever_its_job_does() -> None:
+    spec = _spec(privacy={"mode": "central", "targetEpsilon": 1.0})
+    lost = {"round": 3, "epsilonSpent": 0.6, "privacyStateLost": "privacy state lost: ..."}
+    for job in (_job(active=1), _job(condition="Failed"), _job(condition="Complete")):
+        status = training_status(_state(spec, job, lost), "T")
+        assert status["phase"] == "Failed"
+        assert status["message"] == "privacy state lost: ..."
+        conditions = {c["type"]: c for c in status["conditions"]}
+        assert (conditions["Ready"]["status"], conditions["Ready"]["reason"]) == (
+            "False",
+            "PrivacyStateLost",
+        )
+        budget = conditions["PrivacyBudgetAvailable"]
+        assert (budget["status"], budget["reason"]) == ("False", "PrivacyStateLost")
+
+
 def test_client_phase() -> None:
     assert client_phase({"banReason": "replay"}, enrolled=True, revoked=True)[0] == "Banned"
     assert client_phase({}, enrolled=True, revoked=True)[0] == "Revoked"

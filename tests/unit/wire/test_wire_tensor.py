@@ -61,8 +61,9 @@ def test_out_of_order_and_too_large_chunks() -> None:
     with pytest.raises(WireError, match="out of order") as info:
         out.add(b"\x00" * 8, offset=4)
     assert info.value.reason == "malformed-chunk"
-    with pytest.raises(WireError, match="exceeds the maximum"):
+    with pytest.raises(WireError, match="exceeds the maximum") as info:
         out.add(b"\x00" * 20)
+    assert info.value.reason == "oversized"  # not retryable: the client is settled
 
 
 def test_writes_into_a_given_row() -> None:
