@@ -43,7 +43,7 @@ def test_every_round_takes_every_unbanned_site_so_each_poisoner_is_banned_in_tim
     ]
     assert poisoners
     assert set(poisoners) <= set(sites)
-    settings = aggregator.aggregator_settings(OWNER, spec, population=len(sites))
+    settings = aggregator.aggregator_settings(OWNER, spec, population=len(sites)).options()
     config = AggregatorConfig(
         rounds=settings["rounds"],
         fraction=settings["fraction"],
