@@ -36,7 +36,15 @@ from fedwarden.bench._processes import (
     wait_for,
 )
 
-__all__ = ["SECURITY", "FedwardenRoundResult", "run_fedwarden", "unavailable"]
+__all__ = [
+    "SECURITY",
+    "FedwardenRoundResult",
+    "fedwarden_command",
+    "issue_certificates",
+    "read_events",
+    "run_fedwarden",
+    "unavailable",
+]
 
 SECURITY = (
     "gRPC over mutual TLS (client certificates of the run's CA required), every update signed "
@@ -75,7 +83,7 @@ class FedwardenRoundResult:
     details: dict[str, Any] = field(default_factory=dict)
 
 
-def _fedwarden_command() -> str | None:
+def fedwarden_command() -> str | None:
     """The ``fedwarden`` console script: next to this interpreter first, then on PATH."""
     beside = Path(sys.executable).parent / "fedwarden"
     if beside.is_file() and os.access(beside, os.X_OK):
@@ -90,12 +98,12 @@ def unavailable() -> str | None:
         import fedwarden.client  # noqa: F401
     except ImportError as exc:
         return f"fedwarden's runtime is not importable: {exc}"
-    if _fedwarden_command() is None:
+    if fedwarden_command() is None:
         return "the `fedwarden` command is not installed (pip install -e .)"
     return None
 
 
-def _pki(root: Path, clients: int) -> list[Path]:
+def issue_certificates(root: Path, clients: int) -> list[Path]:
     """The run's CA, the server's pair in ``root/pki``, one TLS directory per client."""
     from fedwarden.pki import TrainingPKI, TrainingRef
 
@@ -108,7 +116,8 @@ def _pki(root: Path, clients: int) -> list[Path]:
     return dirs
 
 
-def _events(report: Path) -> list[dict[str, Any]]:
+def read_events(report: Path) -> list[dict[str, Any]]:
+    """The events of the aggregator's JSON-lines report so far (a line being written is skipped)."""
     events = []
     try:
         text = report.read_text(encoding="utf-8")
@@ -160,10 +169,10 @@ def run_fedwarden(
     guard = MemoryGuard(processes)
     try:
         say(f"{label}: CA and {clients + 1} certificates")
-        tls_dirs = _pki(work, clients)
+        tls_dirs = issue_certificates(work, clients)
         (port,) = free_ports(1)
         python = sys.executable
-        fedwarden_bin = _fedwarden_command()
+        fedwarden_bin = fedwarden_command()
         if fedwarden_bin is None:
             raise DeploymentError("the `fedwarden` command is not installed")
         started = time.monotonic()
@@ -235,10 +244,10 @@ def run_fedwarden(
             )
 
         def opened() -> bool:
-            return any(e.get("event") == "round_started" for e in _events(report))
+            return any(e.get("event") == "round_started" for e in read_events(report))
 
         def finished() -> bool:
-            return any(e.get("event") == "training_finished" for e in _events(report))
+            return any(e.get("event") == "training_finished" for e in read_events(report))
 
         wait_for(opened, left(), f"{clients} clients to join", processes, guard=guard)
         startup = time.monotonic() - started
@@ -260,7 +269,7 @@ def run_fedwarden(
             None,
             guard=guard,
         )
-        events = _events(report)
+        events = read_events(report)
         final = [e for e in events if e.get("event") == "training_finished"]
         if not final or final[-1].get("status") != "completed":
             raise DeploymentError(
