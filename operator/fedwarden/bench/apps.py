@@ -28,6 +28,7 @@ the least number of clients its strategy waits for ``min-clients``; both are set
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import shutil
@@ -166,6 +167,26 @@ class AppsBenchResult:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> AppsBenchResult:
+        """The inverse of :meth:`to_dict` (e.g. to format a saved ``apps.json`` again)."""
+        env = dict(data["environment"])
+        for key in ("loadavg_start", "loadavg_end"):
+            if env.get(key) is not None:
+                env[key] = tuple(env[key])
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(
+            **{
+                **{k: v for k, v in data.items() if k in known},
+                "sides": {
+                    name: SideResult(**data["sides"][name])
+                    for name in SIDES
+                    if name in data["sides"]
+                },
+                "environment": Environment(**env),
+            }
+        )
 
 
 METHOD = (
@@ -596,22 +617,72 @@ def _cell(value: float | None, digits: int = 4) -> str:
     return "—" if value is None else f"{value:.{digits}f}"
 
 
+def _reported_by_round(result: AppsBenchResult) -> list[str]:
+    """A table of what each runtime reported of each round's model (Flower's strategy: its
+    aggregation of the clients' evaluations; fedwarden: the median of the clients' reports on
+    the previous round's model, so the last model has no report of its own)."""
+    metric = result.metric
+    by_side: dict[str, dict[int, float]] = {}
+    flower = result.sides.get(FLOWER)
+    if flower is not None and flower.status == "ok":
+        by_side[FLOWER] = {
+            int(e["round"]): float(e["metrics"][metric])
+            for e in flower.reported.get("evaluations", [])
+            if metric in e["metrics"]
+        }
+    for name in (FEDWARDEN_FEDAVG, FEDWARDEN_RECOMMENDED):
+        side = result.sides.get(name)
+        if side is None or side.status != "ok":
+            continue
+        by_side[name] = {
+            int(e["metrics"]["evaluated_round"]): float(e["metrics"][metric])
+            for e in side.reported.get("rounds", [])
+            if metric in e["metrics"] and e["metrics"].get("evaluated_round", 0) >= 1
+        }
+    if not by_side:
+        return []
+    names = list(by_side)
+    lines = [
+        f"{metric.capitalize()} of each round's model as the runtimes reported it (Flower: "
+        "the app's evaluate_metrics_aggregation_fn; fedwarden: the median of the clients' "
+        "reports, sent in the next round's signed updates):",
+        "",
+        "| round | " + " | ".join(names) + " |",
+        "|---:|" + "---:|" * len(names),
+    ]
+    for number in range(1, result.rounds + 1):
+        cells = [_cell(by_side[n].get(number)) for n in names]
+        lines.append(f"| {number} | " + " | ".join(cells) + " |")
+    refusals = [
+        f"round {e['round']}: {client}: {why['message']}"
+        for name in (FEDWARDEN_FEDAVG, FEDWARDEN_RECOMMENDED)
+        if name in result.sides
+        for e in result.sides[name].reported.get("rounds", [])
+        for client, why in e["rejected"].items()
+    ]
+    if refusals:
+        lines += ["", "Updates the pipeline refused:", ""]
+        lines += [f"- {refusal}" for refusal in refusals]
+    return [*lines, ""]
+
+
 def to_markdown(result: AppsBenchResult, command: str | None = None) -> str:
-    """The results page (``benchmarks/apps.md``)."""
+    """The results block of ``benchmarks/apps.md``."""
     env = result.environment
     lines = ["## Results", ""]
     if command:
         lines += ["```console", command, "```", ""]
     lines += [
-        f"{result.method}. Target: |{result.metric} under fedwarden (fedavg) − under Flower| "
-        f"≤ {result.tolerance:g}.",
+        f"{result.method}. Target: the absolute difference of the final {result.metric} under "
+        f"fedwarden (fedavg) and under Flower ≤ {result.tolerance:g}.",
         "",
         f"App: `{result.client_fn}` (clients), `{result.server_fn}` (Flower's ServerApp); run "
         "config "
         + ", ".join(f"`{k}={v}`" for k, v in result.run_config.items())
         + f"; {result.clients} clients, {result.rounds} rounds.",
         "",
-        f"| runtime | pipeline | final {result.metric} | |Δ| to Flower | seconds | security |",
+        f"| runtime | pipeline | final {result.metric} | difference to Flower | seconds | "
+        "security |",
         "|---|---|---:|---:|---:|---|",
     ]
     deltas = {
@@ -630,11 +701,16 @@ def to_markdown(result: AppsBenchResult, command: str | None = None) -> str:
     for name, side in result.sides.items():
         if side.status != "ok":
             lines.append(f"- {name}: {side.status}: {side.detail.splitlines()[0]}")
+    lines += _reported_by_round(result)
     lines += [
-        "",
         f"Environment: {env.cpu}, {env.cpus_usable or env.cpu_count} usable CPUs, "
         f"{env.memory_gb} GiB RAM, Python {env.python}, flwr {env.flwr}, numpy {env.numpy}, "
-        f"fedwarden {env.fedwarden}; {env.started_at}; {result.elapsed_seconds:.0f} s in all.",
+        f"fedwarden {env.fedwarden}; load average (1, 5, 15 min) {_load(env.loadavg_start)} at "
+        f"the start; {env.started_at}; {result.elapsed_seconds:.0f} s in all.",
         "",
     ]
     return "\n".join(lines)
+
+
+def _load(value: Sequence[float] | None) -> str:
+    return "unknown" if value is None else "/".join(f"{v:.1f}" for v in value)
