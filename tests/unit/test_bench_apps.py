@@ -55,3 +55,23 @@ def test_a_model_is_evaluated_over_every_partition_by_the_apps_evaluate() -> Non
     # the zero model predicts class 0 everywhere: the share of zeros in the test sets
     accuracy = apps.evaluate_model(app, zeros, clients=3, run_config=config)
     assert 0.05 < accuracy < 0.15
+
+
+@pytest.mark.parametrize(
+    ("args", "message", "code"),
+    [
+        (["--sides", "tensorflow"], "unknown side 'tensorflow'", 2),
+        (["--json", "--markdown"], "choose one", 2),
+        (["--app-config", "local-epochs"], "--app-config takes KEY=VALUE", 2),
+        (["--app-dir", "."], "is not a Flower App", 1),
+    ],
+)
+def test_cli_mistakes_are_one_line_errors(args: list[str], message: str, code: int) -> None:
+    from click.testing import CliRunner
+
+    from fedwarden.cli import main
+
+    result = CliRunner().invoke(main, ["bench", "apps", *args])
+    assert result.exit_code == code, result.output
+    assert message in result.output
+    assert "Traceback" not in result.output

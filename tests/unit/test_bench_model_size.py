@@ -60,3 +60,13 @@ def test_in_process_measurements_and_their_markdown() -> None:
     assert "| recommended | failed |" in text
     assert "- recommended: failed: why" in text
     assert "`Pipeline.run_round (fedavg)`" in text
+
+
+def test_the_command_refuses_an_unknown_pipeline() -> None:
+    from click.testing import CliRunner
+
+    from fedwarden.cli import main
+
+    result = CliRunner().invoke(main, ["bench", "model-size", "--pipelines", "krum"])
+    assert result.exit_code == 2
+    assert "unknown pipeline 'krum'" in result.output
