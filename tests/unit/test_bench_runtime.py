@@ -258,7 +258,7 @@ def _result(cases: list[rt.CaseResult]) -> rt.RuntimeBenchResult:
         sides=rt.SIDES,
         method="m",
         target="t",
-        environment=rt._environment(),
+        environment=rt.describe_environment(),
         cases=tuple(cases),
         elapsed_seconds=1.0,
     )

@@ -443,6 +443,18 @@ def _process_table() -> dict[int, _Row]:
     return table
 
 
+def peak_resident_mb(pid: int) -> float | None:
+    """The process's peak resident set size so far (``VmHWM``, kept by the kernel, so nothing
+    between two readings is missed), or ``None`` once it is gone."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
 def _memory_kb(pid: int) -> int:
     for name, key in (("smaps_rollup", "Pss:"), ("status", "VmRSS:")):
         try:

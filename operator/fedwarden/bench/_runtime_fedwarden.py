@@ -32,11 +32,20 @@ from fedwarden.bench._processes import (
     MemoryGuard,
     ProcessSet,
     free_ports,
+    peak_resident_mb,
     tail,
     wait_for,
 )
 
-__all__ = ["SECURITY", "FedwardenRoundResult", "run_fedwarden", "unavailable"]
+__all__ = [
+    "SECURITY",
+    "FedwardenRoundResult",
+    "fedwarden_command",
+    "issue_certificates",
+    "read_events",
+    "run_fedwarden",
+    "unavailable",
+]
 
 SECURITY = (
     "gRPC over mutual TLS (client certificates of the run's CA required), every update signed "
@@ -47,7 +56,7 @@ PIPELINES = {
     "recommended": (
         "recommended",
         "recommended (--defence recommended): statistical validation, free-rider tests, "
-        "adaptive clipping, trimmed mean β=0.2",
+        "adaptive clipping, block-wise DnC",
     ),
 }
 
@@ -73,9 +82,12 @@ class FedwardenRoundResult:
     detail: str
     log_dir: str | None
     details: dict[str, Any] = field(default_factory=dict)
+    aggregator_peak_rss_mb: float | None = None
+    """The aggregator process's peak resident size (the kernel's ``VmHWM``), read until the
+    training finished."""
 
 
-def _fedwarden_command() -> str | None:
+def fedwarden_command() -> str | None:
     """The ``fedwarden`` console script: next to this interpreter first, then on PATH."""
     beside = Path(sys.executable).parent / "fedwarden"
     if beside.is_file() and os.access(beside, os.X_OK):
@@ -90,12 +102,12 @@ def unavailable() -> str | None:
         import fedwarden.client  # noqa: F401
     except ImportError as exc:
         return f"fedwarden's runtime is not importable: {exc}"
-    if _fedwarden_command() is None:
+    if fedwarden_command() is None:
         return "the `fedwarden` command is not installed (pip install -e .)"
     return None
 
 
-def _pki(root: Path, clients: int) -> list[Path]:
+def issue_certificates(root: Path, clients: int) -> list[Path]:
     """The run's CA, the server's pair in ``root/pki``, one TLS directory per client."""
     from fedwarden.pki import TrainingPKI, TrainingRef
 
@@ -108,7 +120,8 @@ def _pki(root: Path, clients: int) -> list[Path]:
     return dirs
 
 
-def _events(report: Path) -> list[dict[str, Any]]:
+def read_events(report: Path) -> list[dict[str, Any]]:
+    """The events of the aggregator's JSON-lines report so far (a line being written is skipped)."""
     events = []
     try:
         text = report.read_text(encoding="utf-8")
@@ -135,8 +148,14 @@ def run_fedwarden(
     timeout: float = 900.0,
     keep_logs: bool = False,
     on_progress: Progress | None = None,
+    client_app: str | None = None,
 ) -> FedwardenRoundResult:
     """Run the aggregator and ``clients`` clients for ``warmup + rounds`` rounds.
+
+    The clients return ready updates (:mod:`fedwarden.bench._fedwarden_client`), or, with
+    ``client_app`` (``module:attr`` of an app sized by its run config's ``params``, e.g.
+    :mod:`fedwarden.bench.synthetic_app`), are ``fedwarden client --app`` processes running it,
+    and the aggregator takes the initial model from it (``--app``).
 
     Everything started is stopped before this returns or raises :class:`DeploymentError`
     (with log tails; the logs are then kept and their directory named).
@@ -160,12 +179,17 @@ def run_fedwarden(
     guard = MemoryGuard(processes)
     try:
         say(f"{label}: CA and {clients + 1} certificates")
-        tls_dirs = _pki(work, clients)
+        tls_dirs = issue_certificates(work, clients)
         (port,) = free_ports(1)
         python = sys.executable
-        fedwarden_bin = _fedwarden_command()
+        fedwarden_bin = fedwarden_command()
         if fedwarden_bin is None:
             raise DeploymentError("the `fedwarden` command is not installed")
+        model_options = (
+            ["--num-parameters", str(params)]
+            if client_app is None
+            else ["--app", client_app, "--app-config", f"params={params}"]
+        )
         started = time.monotonic()
         say(f"{label}: starting the aggregator on 127.0.0.1:{port}")
         aggregator = processes.start(
@@ -179,8 +203,7 @@ def run_fedwarden(
                 f"127.0.0.1:{port}",
                 "--rounds",
                 str(total_rounds),
-                "--num-parameters",
-                str(params),
+                *model_options,
                 "--min-available",
                 str(clients),
                 "--min-clients",
@@ -191,6 +214,9 @@ def run_fedwarden(
                 "fixed",
                 "--round-timeout",
                 str(max(60.0, min(600.0, timeout / 2))),
+                # a stream silent for a while on a loaded machine is not a dead client
+                "--stall-timeout",
+                "60",
                 "--defence",
                 defence,
                 "--checkpoint-dir",
@@ -205,42 +231,47 @@ def run_fedwarden(
         )
         say(f"{label}: starting {clients} clients")
         results = []
+        client_processes = []
         for i, tls_dir in enumerate(tls_dirs):
-            result = work / "results" / f"client-{i:03d}.json"
-            result.parent.mkdir(parents=True, exist_ok=True)
-            results.append(result)
-            processes.start(
-                f"client-{i:03d}",
-                [
-                    python,
-                    "-m",
-                    "fedwarden.bench._fedwarden_client",
-                    "--tls-dir",
-                    str(tls_dir),
-                    "--server",
-                    f"127.0.0.1:{port}",
-                    "--params",
-                    str(params),
-                    "--index",
-                    str(i),
-                    "--rounds",
-                    str(total_rounds),
-                    "--result",
-                    str(result),
-                    "--give-up-after",
-                    str(max(60.0, min(300.0, timeout / 3))),
-                ],
-                logs / f"client-{i:03d}.log",
-                cwd=work,
+            give_up = str(max(60.0, min(300.0, timeout / 3)))
+            if client_app is None:
+                result = work / "results" / f"client-{i:03d}.json"
+                result.parent.mkdir(parents=True, exist_ok=True)
+                results.append(result)
+                command = [python, "-m", "fedwarden.bench._fedwarden_client"]
+                command += ["--tls-dir", str(tls_dir), "--server", f"127.0.0.1:{port}"]
+                command += ["--params", str(params), "--index", str(i)]
+                command += ["--rounds", str(total_rounds), "--result", str(result)]
+                command += ["--give-up-after", give_up]
+            else:
+                command = [fedwarden_bin, "client", "--tls-dir", str(tls_dir)]
+                command += ["--server", f"127.0.0.1:{port}", *model_options]
+                command += ["--client-index", str(i), "--num-clients", str(clients)]
+                command += ["--give-up-after", give_up, "--rpc-timeout", "120"]
+            client_processes.append(
+                processes.start(f"client-{i:03d}", command, logs / f"client-{i:03d}.log", cwd=work)
             )
 
         def opened() -> bool:
-            return any(e.get("event") == "round_started" for e in _events(report))
+            return any(e.get("event") == "round_started" for e in read_events(report))
 
         def finished() -> bool:
-            return any(e.get("event") == "training_finished" for e in _events(report))
+            return any(e.get("event") == "training_finished" for e in read_events(report))
 
-        wait_for(opened, left(), f"{clients} clients to join", processes, guard=guard)
+        def clients_ended() -> bool:
+            if client_app is None:
+                return all(r.exists() for r in results)
+            return not any(c.alive() for c in client_processes)
+
+        aggregator_peak: list[float] = []
+
+        def watch() -> None:
+            guard()
+            # VmHWM only grows: the last reading before the aggregator exits is its peak so far
+            if (peak := peak_resident_mb(aggregator.pid)) is not None:
+                aggregator_peak[:] = [peak]
+
+        wait_for(opened, left(), f"{clients} clients to join", processes, guard=watch)
         startup = time.monotonic() - started
         say(f"{label}: {warmup} warm-up + {rounds} timed rounds")
         # at the end the aggregator and the clients exit (0): not a failure
@@ -250,17 +281,18 @@ def run_fedwarden(
             "the training to finish",
             ProcessSet(processes.processes, clean_exit_ok=True),
             interval=0.2,
-            guard=guard,
+            guard=watch,
         )
+        watch()
         after = guard.scan()
         wait_for(
-            lambda: not aggregator.alive() and all(r.exists() for r in results),
+            lambda: not aggregator.alive() and clients_ended(),
             min(60.0, left()),
             "the aggregator and the clients to exit",
             None,
             guard=guard,
         )
-        events = _events(report)
+        events = read_events(report)
         final = [e for e in events if e.get("event") == "training_finished"]
         if not final or final[-1].get("status") != "completed":
             raise DeploymentError(
@@ -281,8 +313,11 @@ def run_fedwarden(
             )
         accepted = [len(e["accepted"]) for e in done]
         rejected = {e["round"]: e["rejected"] for e in done if e["rejected"]}
-        outcomes = [json.loads(r.read_text(encoding="utf-8")) for r in results]
-        bad = [o for o in outcomes if o.get("status") != "done"]
+        if client_app is None:
+            outcomes = [json.loads(r.read_text(encoding="utf-8")) for r in results]
+            bad: list[Any] = [o for o in outcomes if o.get("status") != "done"]
+        else:
+            bad = [f"{c.name} exit {c.returncode()}" for c in client_processes if c.returncode()]
         if bad:
             raise DeploymentError(f"clients that did not end cleanly: {bad[:3]}")
         starts = [e for e in events if e.get("event") == "round_started"]
@@ -310,6 +345,7 @@ def run_fedwarden(
                     round(_time(b) - _time(a), 4) for a, b in itertools.pairwise(done)
                 ],
             },
+            aggregator_peak_rss_mb=aggregator_peak[0] if aggregator_peak else None,
         )
     except DeploymentError as exc:
         exc.logs.setdefault("aggregator", tail(logs / "aggregator.log"))

@@ -27,7 +27,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,7 +43,18 @@ from fedwarden.bench._processes import (
     wait_for,
 )
 
-__all__ = ["FlowerNotInstalledError", "FlowerRoundResult", "flower_version", "run_flower"]
+__all__ = [
+    "FlowerNotInstalledError",
+    "FlowerRoundResult",
+    "flower_environment",
+    "flower_version",
+    "relaunch_storm",
+    "require_flower",
+    "run_flower",
+    "save_serverapp_log",
+    "start_deployment",
+    "submit",
+]
 
 CONNECTION = "fedwarden-bench"
 SECURITY = (
@@ -104,7 +115,7 @@ def _tool(name: str) -> str:
     return found
 
 
-def _environment(flwr_home: Path) -> dict[str, str]:
+def flower_environment(flwr_home: Path) -> dict[str, str]:
     env = dict(os.environ)
     env.update(
         {
@@ -203,7 +214,153 @@ def _all_registered(logs: list[Path]) -> bool:
     return all(_registered(log) for log in logs)
 
 
-def _flwr_log(env: dict[str, str], run_id: str, out: Path) -> None:
+def require_flower() -> None:
+    """Raise :class:`FlowerNotInstalledError` unless flwr and its command-line tools are here."""
+    if flower_version() is None:
+        raise FlowerNotInstalledError(
+            "Flower is not installed: pip install 'fedwarden[flower]' (flwr 1.42)"
+        )
+    for name in ("flower-superlink", "flower-supernode", "flower-superexec", "flwr"):
+        _tool(name)
+
+
+def relaunch_storm(clients: int) -> Callable[[Snapshot], str | None]:
+    """A :class:`MemoryGuard` check that stops a deployment in a relaunch storm.
+
+    Flower starts one ClientApp process per message, at most N at a time when healthy; more
+    means tasks lost their lease and were relaunched, which does not recover here.
+    """
+
+    def check(snap: Snapshot) -> str | None:
+        running = snap.names.get("flwr-clientapp", 0)
+        if running > 2 * clients + 2:
+            return (
+                f"relaunch storm: {running} ClientApp processes at once for {clients} "
+                "SuperNodes (a ClientApp that has not started within Flower's 30 s task "
+                "lease loses its task, which is launched again)"
+            )
+        return None
+
+    return check
+
+
+def start_deployment(
+    work: Path,
+    env: dict[str, str],
+    clients: int,
+    processes: ProcessSet,
+    guard: MemoryGuard,
+    left: Callable[[], float],
+    say: Progress,
+    node_configs: Sequence[str] | None = None,
+) -> tuple[int, list[int], float]:
+    """Start a SuperLink and ``clients`` SuperNodes (SuperNode ``i`` with ``node_configs[i]``,
+    Flower's ``--node-config``, when given) in ``processes``, and write the connection
+    ``flwr run`` uses into ``FLWR_HOME``; return once every SuperNode has registered.
+
+    Returns ``(SuperLink port, SuperNode ports, seconds taken)``.
+    """
+    logs = work / "logs"
+    flwr_home = Path(env["FLWR_HOME"])
+    superlink_bin, supernode_bin = _tool("flower-superlink"), _tool("flower-supernode")
+    _tool("flower-superexec")
+    link_port, *node_ports = free_ports(1 + clients)
+    (flwr_home / "config.toml").write_text(
+        f'[superlink]\ndefault = "{CONNECTION}"\n\n'
+        f'[superlink.{CONNECTION}]\naddress = "127.0.0.1:{link_port}"\ninsecure = true\n',
+        encoding="utf-8",
+    )
+    started = time.monotonic()
+    say(f"Flower N={clients}: starting the SuperLink on 127.0.0.1:{link_port}")
+    processes.start(
+        "superlink",
+        [
+            superlink_bin,
+            "--insecure",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(link_port),
+            "--disable-runtime-dependency-installation",
+        ],
+        logs / "superlink.log",
+        env=env,
+        cwd=work,
+    )
+    wait_for(lambda: _health(link_port), min(60.0, left()), "the SuperLink", processes, guard=guard)
+
+    # SuperNodes start in small batches, each once the previous one has registered: fifty
+    # Python processes starting at once on a small machine keep the SuperLink from
+    # answering their registrations in time (start-up is not part of a round)
+    batch = max(2, 2 * (os.cpu_count() or 1))
+    node_logs = [logs / f"supernode-{i}.log" for i in range(clients)]
+    for first in range(0, clients, batch):
+        members = range(first, min(first + batch, clients))
+        say(f"Flower N={clients}: starting SuperNodes {first + 1}-{members[-1] + 1}")
+        for i in members:
+            node_config = [] if node_configs is None else ["--node-config", node_configs[i]]
+            processes.start(
+                f"supernode-{i}",
+                [
+                    supernode_bin,
+                    "--insecure",
+                    "--superlink",
+                    f"127.0.0.1:{link_port}",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(node_ports[i]),
+                    *node_config,
+                ],
+                node_logs[i],
+                env=env,
+                cwd=work,
+            )
+        batch_logs = [node_logs[i] for i in members]
+        wait_for(
+            functools.partial(_all_registered, batch_logs),
+            min(120.0, left()),
+            f"SuperNodes {first + 1}-{members[-1] + 1} to register",
+            processes,
+            guard=guard,
+        )
+    return link_port, node_ports, time.monotonic() - started
+
+
+def submit(
+    env: dict[str, str],
+    work: Path,
+    app: Path,
+    run_config: Path,
+    logs: Path,
+    left: Callable[[], float],
+) -> str:
+    """``flwr run`` the Flower App in ``app`` with the ``run_config`` overrides (a TOML file)
+    on the deployment :func:`start_deployment` started; return the run's id."""
+    command = [_tool("flwr"), "run", str(app), CONNECTION, "--run-config", str(run_config)]
+    done = subprocess.run(
+        [*command, "--format", "json"],
+        env=env,
+        cwd=work,
+        capture_output=True,
+        text=True,
+        timeout=min(180.0, left()),
+        check=False,
+    )
+    (logs / "flwr-run.log").write_text(done.stdout + done.stderr, encoding="utf-8")
+    try:
+        reply = json.loads(done.stdout)
+    except json.JSONDecodeError:
+        reply = {}
+    if done.returncode != 0 or not reply.get("success"):
+        raise DeploymentError(
+            f"flwr run failed (exit {done.returncode})",
+            {"flwr run": tail(logs / "flwr-run.log")},
+        )
+    return str(reply.get("run-id", ""))
+
+
+def save_serverapp_log(env: dict[str, str], run_id: str, out: Path) -> None:
     """Save the run's ServerApp log (``flwr log --show``); best effort, bounded."""
     if not run_id:
         return
@@ -236,16 +393,7 @@ def run_flower(
     :class:`FlowerNotInstalledError` or :class:`DeploymentError` (with log tails; the logs are
     then kept and their directory named).
     """
-    if flower_version() is None:
-        raise FlowerNotInstalledError(
-            "Flower is not installed: pip install 'fedwarden[flower]' (flwr 1.42)"
-        )
-    superlink_bin, supernode_bin, flwr_bin = (
-        _tool("flower-superlink"),
-        _tool("flower-supernode"),
-        _tool("flwr"),
-    )
-    _tool("flower-superexec")
+    require_flower()
     say = on_progress or (lambda _msg: None)
     deadline = time.monotonic() + timeout
 
@@ -256,88 +404,17 @@ def run_flower(
     logs = work / "logs"
     flwr_home = work / "flwr-home"
     flwr_home.mkdir(parents=True)
-    env = _environment(flwr_home)
+    env = flower_environment(flwr_home)
     app = write_app(work / "app", params, clients, rounds, warmup)
     result_path = work / "result.json"
     failed = True
     run_id = ""
     processes = ProcessSet(marker=str(work))
-
-    def storm(snap: Snapshot) -> str | None:
-        # Flower starts one ClientApp process per message, at most N at a time when healthy;
-        # more means tasks lost their lease and were relaunched, which does not recover here
-        running = snap.names.get("flwr-clientapp", 0)
-        if running > 2 * clients + 2:
-            return (
-                f"relaunch storm: {running} ClientApp processes at once for {clients} "
-                "SuperNodes (a ClientApp that has not started within Flower's 30 s task "
-                "lease loses its task, which is launched again)"
-            )
-        return None
-
-    guard = MemoryGuard(processes, check=storm)
+    guard = MemoryGuard(processes, check=relaunch_storm(clients))
     try:
-        link_port, *node_ports = free_ports(1 + clients)
-        (flwr_home / "config.toml").write_text(
-            f'[superlink]\ndefault = "{CONNECTION}"\n\n'
-            f'[superlink.{CONNECTION}]\naddress = "127.0.0.1:{link_port}"\ninsecure = true\n',
-            encoding="utf-8",
+        link_port, node_ports, startup = start_deployment(
+            work, env, clients, processes, guard, left, say
         )
-        started = time.monotonic()
-        say(f"Flower N={clients}: starting the SuperLink on 127.0.0.1:{link_port}")
-        processes.start(
-            "superlink",
-            [
-                superlink_bin,
-                "--insecure",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(link_port),
-                "--disable-runtime-dependency-installation",
-            ],
-            logs / "superlink.log",
-            env=env,
-            cwd=work,
-        )
-        wait_for(
-            lambda: _health(link_port), min(60.0, left()), "the SuperLink", processes, guard=guard
-        )
-
-        # SuperNodes start in small batches, each once the previous one has registered: fifty
-        # Python processes starting at once on a small machine keep the SuperLink from
-        # answering their registrations in time (start-up is not part of a round)
-        batch = max(2, 2 * (os.cpu_count() or 1))
-        node_logs = [logs / f"supernode-{i}.log" for i in range(clients)]
-        for first in range(0, clients, batch):
-            members = range(first, min(first + batch, clients))
-            say(f"Flower N={clients}: starting SuperNodes {first + 1}-{members[-1] + 1}")
-            for i in members:
-                processes.start(
-                    f"supernode-{i}",
-                    [
-                        supernode_bin,
-                        "--insecure",
-                        "--superlink",
-                        f"127.0.0.1:{link_port}",
-                        "--host",
-                        "127.0.0.1",
-                        "--port",
-                        str(node_ports[i]),
-                    ],
-                    node_logs[i],
-                    env=env,
-                    cwd=work,
-                )
-            batch_logs = [node_logs[i] for i in members]
-            wait_for(
-                functools.partial(_all_registered, batch_logs),
-                min(120.0, left()),
-                f"SuperNodes {first + 1}-{members[-1] + 1} to register",
-                processes,
-                guard=guard,
-            )
-        startup = time.monotonic() - started
 
         overrides = work / "run-config.toml"
         overrides.write_text(
@@ -346,35 +423,7 @@ def run_flower(
         )
         say(f"Flower N={clients}: flwr run ({warmup} warm-up + {rounds} timed rounds)")
         submitted = time.monotonic()
-        done = subprocess.run(
-            [
-                flwr_bin,
-                "run",
-                str(app),
-                CONNECTION,
-                "--run-config",
-                str(overrides),
-                "--format",
-                "json",
-            ],
-            env=env,
-            cwd=work,
-            capture_output=True,
-            text=True,
-            timeout=min(180.0, left()),
-            check=False,
-        )
-        (logs / "flwr-run.log").write_text(done.stdout + done.stderr, encoding="utf-8")
-        try:
-            reply = json.loads(done.stdout)
-        except json.JSONDecodeError:
-            reply = {}
-        if done.returncode != 0 or not reply.get("success"):
-            raise DeploymentError(
-                f"flwr run failed (exit {done.returncode})",
-                {"flwr run": tail(logs / "flwr-run.log")},
-            )
-        run_id = str(reply.get("run-id", ""))
+        run_id = submit(env, work, app, overrides, logs, left)
 
         wait_for(
             result_path.exists,
@@ -435,7 +484,7 @@ def run_flower(
                 f"and {refusals} task-token refusals"
             )
         if run_id:
-            _flwr_log(env, run_id, logs / "serverapp.log")
+            save_serverapp_log(env, run_id, logs / "serverapp.log")
             exc.logs.setdefault("ServerApp (flwr log)", tail(logs / "serverapp.log"))
         exc.args = (f"{exc.args[0]}{note} (logs kept in {logs})",)
         raise

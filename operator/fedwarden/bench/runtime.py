@@ -50,6 +50,7 @@ __all__ = [
     "FlowerNotInstalledError",
     "RuntimeBenchResult",
     "SideResult",
+    "describe_environment",
     "run",
     "table_rows",
     "to_markdown",
@@ -214,7 +215,7 @@ def _loadavg() -> tuple[float, float, float] | None:
         return None
 
 
-def _environment() -> Environment:
+def describe_environment() -> Environment:
     cpu = platform.processor() or platform.machine()
     with contextlib.suppress(OSError), open("/proc/cpuinfo", encoding="utf-8") as fh:
         for line in fh:
@@ -448,7 +449,7 @@ def run(
             "Flower is not installed: pip install 'fedwarden[flower]' (flwr 1.42)"
         )
 
-    env = _environment()
+    env = describe_environment()
     started = time.monotonic()
     total = len(clients) * len(sides)
     done = 0

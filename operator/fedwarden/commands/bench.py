@@ -14,7 +14,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from fedwarden.commands._common import console, emit_json, json_option, user_errors
+from fedwarden.commands.bench_apps import apps
 from fedwarden.commands.bench_defences import defences
+from fedwarden.commands.bench_model_size import model_size
 from fedwarden.commands.bench_runtime import runtime
 
 
@@ -211,4 +213,6 @@ def _print_table(result: Any) -> None:
 
 
 bench.add_command(runtime)
+bench.add_command(apps)
+bench.add_command(model_size)
 bench.add_command(defences)

@@ -393,7 +393,8 @@ class Pipeline:
             norms = np.full(len(reporting), np.finfo(np.float64).max)
             norms[[reporting.index(c) for c in ids]] = row_norms(matrix)
         else:
-            norms = row_norms(matrix[accepted_index]) if accepted_index else np.zeros(0)
+            # the norms of the accepted rows without copying them out of the matrix
+            norms = row_norms(matrix)[accepted_index]
             accepted_weights = (
                 None if weights is None else self._accepted_weights(weights, client_ids, accepted)
             )

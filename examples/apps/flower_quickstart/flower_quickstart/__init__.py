@@ -1,0 +1,1 @@
+"""flower_quickstart: a Flower / scikit-learn app."""
