@@ -12,6 +12,15 @@ median and MAD, which a minority of attackers cannot drag, so a poisoned update 
 making the cohort look noisy. Only large values are outliers: a small norm is not an attack on
 the model (free-riding is judged separately).
 
+The scale is never taken below ``min_log_spread``. In a consortium of a handful of sites the MAD
+is the median of two or three deviations; as the sites converge their update norms shrink
+together, the MAD collapses, and the persistent difference between sites with unlike data
+(honest norms 2 to 30 times the cohort median in ``benchmarks/small-consortia.md``) becomes a
+huge score. Iglewicz and Hoaglin's threshold assumes a scale estimated from the data at hand;
+the floor states the spread that honest sites are known to have, so that at z = 14 an update
+is an outlier only if it is more than e^(14 · 0.3) ≈ 67 times the median (a grossly scaled or
+random update), whatever the cohort's size.
+
 Updates crafted to stay inside the honest spread (e.g. "A Little Is Enough") pass validation by
 design; they are the robust aggregator's job.
 """
@@ -42,11 +51,15 @@ class ValidationConfig:
             median exceeds this (``None``: no cohort test). 3.5 is Iglewicz and Hoaglin's advice.
         min_cohort_for_outliers: below this many valid updates, the cohort statistics are too
             noisy to judge anyone, and the cohort test is skipped.
+        min_log_spread: the least scale (σ of the logarithms) the test uses for norms and
+            distances, whatever the cohort's MAD: honest sites differ persistently, and a few
+            of them can agree closely enough for the MAD to vanish.
     """
 
     max_norm: float | None = None
     outlier_z: float | None = 3.5
     min_cohort_for_outliers: int = 5
+    min_log_spread: float = 0.3
 
     def __post_init__(self) -> None:
         if self.max_norm is not None and not self.max_norm > 0:
@@ -57,6 +70,8 @@ class ValidationConfig:
             raise ValueError(
                 f"min_cohort_for_outliers must be >= 3, got {self.min_cohort_for_outliers}"
             )
+        if not self.min_log_spread > 0:
+            raise ValueError(f"min_log_spread must be > 0, got {self.min_log_spread}")
 
 
 def check_update(
@@ -110,21 +125,13 @@ def distances_to(
     return np.sqrt(sq)
 
 
-def robust_z(values: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
-    """Modified z-scores; zero spread (identical values) gives zero scores, not a division by 0."""
+def robust_z(values: npt.NDArray[np.float64], min_scale: float) -> npt.NDArray[np.float64]:
+    """Modified z-scores, (x − median) / σ with σ = MAD / 0.6745 raised to ``min_scale`` (> 0)."""
     median = np.median(values)
-    mad = np.median(np.abs(values - median))
-    if mad <= np.finfo(np.float64).tiny:
-        # Half or more of the cohort is identical: fall back to the mean absolute deviation
-        # (σ ≈ 1.2533·MeanAD for a normal), zero only when every value is equal, and then
-        # nobody is an outlier.
-        sigma = 1.253314 * float(np.mean(np.abs(values - median)))
-        if sigma <= np.finfo(np.float64).tiny:
-            return np.zeros_like(values)
-        scaled: npt.NDArray[np.float64] = (values - median) / sigma
-        return scaled
-    result: npt.NDArray[np.float64] = _MAD_TO_SIGMA * (values - median) / mad
-    return result
+    mad = float(np.median(np.abs(values - median)))
+    sigma = max(mad / _MAD_TO_SIGMA, min_scale)
+    scores: npt.NDArray[np.float64] = (values - median) / sigma
+    return scores
 
 
 def cohort_outliers(updates: npt.NDArray[np.floating], config: ValidationConfig) -> dict[int, str]:
@@ -138,8 +145,8 @@ def cohort_outliers(updates: npt.NDArray[np.floating], config: ValidationConfig)
     median = aggregators.get("median")(updates).astype(np.float64)
     spread = distances_to(updates, median)
     tiny = np.finfo(np.float64).tiny
-    z_norm = robust_z(np.log(norms + tiny))
-    z_spread = robust_z(np.log(spread + tiny))
+    z_norm = robust_z(np.log(norms + tiny), config.min_log_spread)
+    z_spread = robust_z(np.log(spread + tiny), config.min_log_spread)
     reasons: dict[int, str] = {}
     for i in range(n):
         if z_norm[i] > config.outlier_z:
