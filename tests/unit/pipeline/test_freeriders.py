@@ -72,6 +72,20 @@ def test_replay_of_own_update_is_caught():
     assert [c for c, v in verdicts.items() if v.reason] == ["h5"]
 
 
+def test_an_update_that_keeps_its_direction_but_shrinks_is_not_a_replay():
+    # issue 19: a site training deterministically on separable data sends updates whose
+    # cosine to the previous one is above 0.99999 while their length shrinks every round
+    rng = np.random.default_rng(4)
+    detector = FreeRiderDetector(FreeRiderConfig(), D)
+    ids = [f"h{i}" for i in range(6)]
+    first = _honest(rng, 6, rng.normal(size=D))
+    detector.assess(first, ids)
+    detector.record_global_update(np.median(first, axis=0))
+    second = _honest(rng, 6, rng.normal(size=D))
+    second[2] = 0.99 * first[2]
+    assert detector.assess(second, ids)["h2"].reason is None
+
+
 def test_reasons_name_what_was_seen():
     verdicts = _rounds(RIDERS)
     assert verdicts["zero"].reason.startswith("zero update")
@@ -154,7 +168,13 @@ def test_state_round_trips():
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{"noise_band": 0}, {"zero_norm_ratio": 1.5}, {"global_replay_cosine": 0}, {"sketch_size": 2}],
+    [
+        {"noise_band": 0},
+        {"zero_norm_ratio": 1.5},
+        {"global_replay_cosine": 0},
+        {"own_replay_distance": 1.0},
+        {"sketch_size": 2},
+    ],
 )
 def test_absurd_settings_are_refused(kwargs):
     with pytest.raises(ValueError, match="must be"):

@@ -1,8 +1,8 @@
 """Small consortia (3 to 10 sites) under the recommended defences: honest sites are never banned.
 
 Issue 19: with five honest sites, the cohort outlier test's robust scale (the MAD of five log
-norms) collapsed as the sites converged, and an honest site with unlike data was struck and
-banned.
+norms) collapsed as the sites converged, and the own-replay free-rider test took a converging
+site's nearly unchanged update for a replay; honest sites were struck and banned.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from sklearn.preprocessing import StandardScaler
 
 from fedwarden.pipeline.round import Pipeline, PipelineConfig
 from fedwarden.sim.models import make_model
+from fedwarden.sim.runner import SimulationConfig, run_simulation
 
 _LOADERS = {
     "wine": sklearn_datasets.load_wine,
@@ -51,3 +52,31 @@ def test_the_reported_five_site_training_bans_nobody(name: str) -> None:
     pipeline = _train_sites_as_a_user_would(name, sites=5, rounds=20)
     assert pipeline.banned == frozenset(), {c: pipeline.ban_reason(c) for c in pipeline.banned}
 
+
+@pytest.mark.parametrize(
+    ("task", "partition", "seed"),
+    [
+        ("wine-logreg", "dirichlet", 0),
+        ("wine-logreg", "iid", 1),
+        ("breast-cancer-logreg", "dirichlet", 1),
+        ("digits-logreg", "dirichlet", 0),
+    ],
+)
+def test_five_honest_sites_train_fifty_rounds_without_a_ban(
+    task: str, partition: str, seed: int
+) -> None:
+    dataset, model = task.rsplit("-", 1)
+    config = SimulationConfig(
+        dataset=dataset,
+        model=model,
+        clients=5,
+        attackers=0,
+        attack="none",
+        free_riders=0,
+        partition=partition,
+        rounds=50,
+        seed=seed,
+        pipeline=PipelineConfig.recommended(),
+    )
+    result = run_simulation(config)
+    assert result.banned == {}
