@@ -25,11 +25,24 @@ Attacks on Model Aggregation in Federated Learning", AISTATS 2021). The tests he
 * **no fresh contribution**: the same two tests on what remains after removing the component
   along the previous global update, which exposes a replay of it drowned in noise.
 
-The last two only judge when the cohort itself has a common direction (its median cosine clears
-twice the noise band). Near convergence on non-IID data honest updates pull towards their own
-local optima and stop agreeing with each other; the tests then abstain rather than call honest
-clients free riders. A free rider present from the start is caught in the early rounds, when
-the honest cohort agrees.
+One test here is not about free riders but uses the same reference:
+
+* **opposition**: while the cohort agrees (the median of the cosines to the leave-one-out
+  medians is at least ``opposition_agreement``), an update whose cosine to the median of the
+  others is at most ``opposition_cosine`` pushes the model against everyone else: a sign flip,
+  inner-product manipulation (Xie et al., UAI 2019) or its scaled variant. FLTrust (Cao et al.,
+  NDSS 2021) gives such updates no weight against a server-side reference; here the reference is
+  the robust median of the other clients, and the verdict is a strike (``poisoning``). Unlike a
+  norm test, it needs no estimate of how much honest norms vary, which a cohort of a few sites
+  cannot give. In the small-consortium benchmark honest updates never fell below −0.23 while the
+  cohort agreed at 0.5; late in a non-IID training, when the cohort no longer agrees, honest
+  updates do oppose each other (down to −0.6), and the test abstains.
+
+The two free-rider tests on the reference only judge when the cohort itself has a common
+direction (its median cosine clears twice the noise band). Near convergence on non-IID data
+honest updates pull towards their own local optima and stop agreeing with each other; the tests
+then abstain rather than call honest clients free riders. A free rider present from the start is
+caught in the early rounds, when the honest cohort agrees.
 """
 
 from __future__ import annotations
@@ -60,6 +73,10 @@ class FreeRiderConfig:
         sketch_size: coordinates sampled to remember each client's last update.
         detect_noise: run the noise-level tests. Off in local-DP mode, where every honest update
             is itself mostly noise.
+        opposition_cosine: an update at or below this cosine to the median of the others opposes
+            the cohort (``None``: no opposition test).
+        opposition_agreement: the opposition test judges only while the median of the cohort's
+            cosines is at least this.
     """
 
     enabled: bool = True
@@ -69,6 +86,8 @@ class FreeRiderConfig:
     own_replay_distance: float = 1e-4
     sketch_size: int = 4096
     detect_noise: bool = True
+    opposition_cosine: float | None = -0.5
+    opposition_agreement: float = 0.5
 
     def __post_init__(self) -> None:
         if self.noise_band <= 0:
@@ -83,17 +102,27 @@ class FreeRiderConfig:
             raise ValueError(
                 f"own_replay_distance must be in [0, 1), got {self.own_replay_distance}"
             )
+        if self.opposition_cosine is not None and not -1 <= self.opposition_cosine < 0:
+            raise ValueError(
+                f"opposition_cosine must be in [-1, 0) or None, got {self.opposition_cosine}"
+            )
+        if not 0 < self.opposition_agreement <= 1:
+            raise ValueError(
+                f"opposition_agreement must be in (0, 1], got {self.opposition_agreement}"
+            )
         if self.sketch_size < 16:
             raise ValueError(f"sketch_size must be >= 16, got {self.sketch_size}")
 
 
 @dataclass(frozen=True)
 class Contribution:
-    """What the tests saw of one update; ``reason`` is set when it is free-riding."""
+    """What the tests saw of one update; ``reason`` is set when it is refused, ``poisoning``
+    when the reason is opposition to the cohort rather than free-riding."""
 
     cosine: float
     fresh_cosine: float | None
     reason: str | None
+    poisoning: bool = False
 
 
 def leave_one_out_median_products(
@@ -182,6 +211,8 @@ class FreeRiderDetector:
             if distance <= self.config.own_replay_distance:
                 reasons[i] = f"replay of its own previous update (relative distance {distance:.2g})"
         cosines, fresh = self._reference_cosines(updates, norms, global_dir)
+        opposing = self._opposing(cosines, reasons)
+        reasons.update(opposing)
         band = self.config.noise_band / np.sqrt(self.dim)
         if self.config.detect_noise and n >= 3 and float(np.median(cosines)) > 2 * band:
             own, own_fresh = self._own_coherence(sketches, client_ids, global_dir)
@@ -219,8 +250,27 @@ class FreeRiderDetector:
                 cosine=float(cosines[i]),
                 fresh_cosine=None if fresh is None else float(fresh[i]),
                 reason=reasons.get(i),
+                poisoning=i in opposing,
             )
             for i, client in enumerate(client_ids)
+        }
+
+    def _opposing(self, cosines: npt.NDArray[np.float64], judged: dict[int, str]) -> dict[int, str]:
+        """Updates that point against a cohort that agrees, with the reason for each."""
+        threshold = self.config.opposition_cosine
+        n = len(cosines)
+        if threshold is None or n < 3:
+            return {}
+        agreement = float(np.median(cosines))
+        if agreement < self.config.opposition_agreement:
+            return {}
+        return {
+            i: (
+                f"opposes the cohort: cosine {cosines[i]:.3f} to the median of the others, "
+                f"while the cohort agrees (median cosine {agreement:.3f})"
+            )
+            for i in range(n)
+            if i not in judged and cosines[i] <= threshold
         }
 
     def record_global_update(self, update: npt.NDArray[np.floating]) -> None:

@@ -374,7 +374,8 @@ class Pipeline:
         for client, assessment in assessments.items():
             # a zero or replayed update is often an outlier too; the free-rider reason says more
             if assessment.reason is not None:
-                outliers[client] = f"free-riding: {assessment.reason}"
+                kind = "poisoning" if assessment.poisoning else "free-riding"
+                outliers[client] = f"{kind}: {assessment.reason}"
         refused.update(outliers)
         rejected.update(refused)
         accepted_index = [i for i, c in enumerate(ids) if c not in refused]

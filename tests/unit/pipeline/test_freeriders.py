@@ -86,6 +86,28 @@ def test_an_update_that_keeps_its_direction_but_shrinks_is_not_a_replay():
     assert detector.assess(second, ids)["h2"].reason is None
 
 
+def test_an_update_against_an_agreeing_cohort_is_poisoning():
+    rng = np.random.default_rng(5)
+    common = rng.normal(size=D)
+    cohort = _honest(rng, 7, common)
+    cohort[1] = -4 * cohort[1]  # sign flip (Li et al. 2019)
+    cohort[3] = -0.1 * cohort[[0, 2, 4, 5, 6]].mean(0)  # inner-product manipulation (Xie et al.)
+    verdicts = FreeRiderDetector(FreeRiderConfig(), D).assess(cohort, list("abcdefg"))
+    assert {c for c, v in verdicts.items() if v.poisoning} == {"b", "d"}
+    assert verdicts["b"].reason.startswith("opposes the cohort: cosine -")
+    assert not any(v.reason for c, v in verdicts.items() if c not in "bd")
+
+
+def test_opposition_is_not_judged_when_the_cohort_does_not_agree():
+    # late in a non-IID training honest updates pull towards their own optima and may oppose
+    # each other; with no common direction there is nothing to oppose
+    rng = np.random.default_rng(6)
+    cohort = rng.normal(size=(5, D)).astype(np.float32)
+    cohort[1] = -cohort[[0, 2, 3, 4]].mean(0)
+    verdicts = FreeRiderDetector(FreeRiderConfig(), D).assess(cohort, list("abcde"))
+    assert not any(v.poisoning for v in verdicts.values())
+
+
 def test_reasons_name_what_was_seen():
     verdicts = _rounds(RIDERS)
     assert verdicts["zero"].reason.startswith("zero update")
@@ -173,6 +195,8 @@ def test_state_round_trips():
         {"zero_norm_ratio": 1.5},
         {"global_replay_cosine": 0},
         {"own_replay_distance": 1.0},
+        {"opposition_cosine": 0.5},
+        {"opposition_agreement": 0},
         {"sketch_size": 2},
     ],
 )
