@@ -12,8 +12,8 @@ Attacks on Model Aggregation in Federated Learning", AISTATS 2021). The tests he
   of ``own_replay_distance`` of the sketch the same client sent last time. Only a (near-)exact
   copy, and judged by distance, not by angle: a site that trains deterministically (full-batch
   steps, or a shard smaller than a batch) on separable data sends updates whose direction has
-  converged (cosines above 0.99999 between rounds in ``benchmarks/small-consortia.md``) while
-  their length still shrinks by a percent or more per round; a copy keeps both;
+  converged (cosines above 0.99999 between rounds with 5 to 10 sites on wine) while their
+  length still shrinks by half a percent or more per round; a copy keeps both;
 * **no contribution**: the cosine similarity to a robust reference direction is at noise level
   or below, and so is the cosine to the client's own previous update. The second condition
   tells noise (fresh every round) from an honest client whose data is unlike the others' (its
@@ -34,9 +34,9 @@ One test here is not about free riders but uses the same reference:
   NDSS 2021) gives such updates no weight against a server-side reference; here the reference is
   the robust median of the other clients, and the verdict is a strike (``poisoning``). Unlike a
   norm test, it needs no estimate of how much honest norms vary, which a cohort of a few sites
-  cannot give. In the small-consortium benchmark honest updates never fell below −0.23 while the
-  cohort agreed at 0.5; late in a non-IID training, when the cohort no longer agrees, honest
-  updates do oppose each other (down to −0.6), and the test abstains.
+  cannot give. In 3- to 10-site trainings of the built-in tasks honest updates never fell below
+  −0.23 while the cohort agreed at 0.5; late in a non-IID training, when the cohort no longer
+  agrees, honest updates do oppose each other (down to −0.6), and the test abstains.
 
 The two free-rider tests on the reference only judge when the cohort itself has a common
 direction (its median cosine clears twice the noise band). Near convergence on non-IID data

@@ -15,11 +15,11 @@ the model (free-riding is judged separately).
 The scale is never taken below ``min_log_spread``. In a consortium of a handful of sites the MAD
 is the median of two or three deviations; as the sites converge their update norms shrink
 together, the MAD collapses, and the persistent difference between sites with unlike data
-(honest norms 2 to 30 times the cohort median in ``benchmarks/small-consortia.md``) becomes a
-huge score. Iglewicz and Hoaglin's threshold assumes a scale estimated from the data at hand;
-the floor states the spread that honest sites are known to have, so that at z = 14 an update
-is an outlier only if it is more than e^(14 · 0.3) ≈ 67 times the median (a grossly scaled or
-random update), whatever the cohort's size.
+(honest norms and distances up to 31 times the cohort median in 3- to 10-site trainings of the
+built-in tasks) becomes a huge score. Iglewicz and Hoaglin's threshold assumes a scale
+estimated from the data at hand; the floor states the spread that honest sites are known to
+have, so that at z = 14 an update is an outlier only if it is more than e^(14 · 0.3) ≈ 67 times
+the median (a grossly scaled or random update), whatever the cohort's size.
 
 Updates crafted to stay inside the honest spread (e.g. "A Little Is Enough") pass validation by
 design; they are the robust aggregator's job.
