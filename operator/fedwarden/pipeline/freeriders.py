@@ -27,12 +27,12 @@ Attacks on Model Aggregation in Federated Learning", AISTATS 2021). The tests he
 
 One test here is not about free riders but uses the same reference:
 
-* **opposition**: while the cohort agrees (the median of the cosines to the leave-one-out
-  medians is at least ``opposition_agreement``), an update whose cosine to the median of the
-  others is at most ``opposition_cosine`` pushes the model against everyone else: a sign flip,
+* **opposition**: while the cohort agrees (the median of the updates' cosines to the cohort's
+  coordinate-wise median is at least ``opposition_agreement``), an update whose cosine to that
+  median is at most ``opposition_cosine`` pushes the model against everyone else: a sign flip,
   inner-product manipulation (Xie et al., UAI 2019) or its scaled variant. FLTrust (Cao et al.,
   NDSS 2021) gives such updates no weight against a server-side reference; here the reference is
-  the robust median of the other clients, and the verdict is a strike (``poisoning``). Unlike a
+  the robust median of the clients, and the verdict is a strike (``poisoning``). Unlike a
   norm test, it needs no estimate of how much honest norms vary, which a cohort of a few sites
   cannot give. In 3- to 10-site trainings of the built-in tasks honest updates never fell below
   −0.23 while the cohort agreed at 0.5; late in a non-IID training, when the cohort no longer
@@ -73,8 +73,8 @@ class FreeRiderConfig:
         sketch_size: coordinates sampled to remember each client's last update.
         detect_noise: run the noise-level tests. Off in local-DP mode, where every honest update
             is itself mostly noise.
-        opposition_cosine: an update at or below this cosine to the median of the others opposes
-            the cohort (``None``: no opposition test).
+        opposition_cosine: an update at or below this cosine to the cohort's median opposes the
+            cohort (``None``: no opposition test).
         opposition_agreement: the opposition test judges only while the median of the cohort's
             cosines is at least this.
     """
@@ -128,17 +128,19 @@ class Contribution:
 def leave_one_out_median_products(
     updates: npt.NDArray[np.floating], direction: npt.NDArray[np.float64] | None
 ) -> dict[str, npt.NDArray[np.float64]]:
-    """Inner products of each row with the coordinate-wise median of the *other* rows.
+    """Inner products of each row with the coordinate-wise median of the *other* rows, and with
+    that of all rows.
 
     Returns per row: ``ul`` = u·l, ``ll`` = l·l and, with a unit ``direction`` g, ``ug`` = u·g and
-    ``lg`` = l·g, where l is the row's leave-one-out median. Computed one column block at a time
+    ``lg`` = l·g, where l is the row's leave-one-out median; ``um`` = u·m and ``mm`` = m·m (the
+    same for every row), where m is the median of all rows. Computed one column block at a time
     from a single sort of the block: removing one value from a sorted column moves the median to
     one of its neighbouring order statistics, chosen by comparing the removed value to them.
     """
     n, d = updates.shape
     if n < 3:
         raise ValueError(f"a leave-one-out median needs at least 3 updates, got {n}")
-    out = {key: np.zeros(n) for key in ("ul", "ll", "ug", "lg")}
+    out = {key: np.zeros(n) for key in ("ul", "ll", "ug", "lg", "um", "mm")}
     k = n // 2
     for start in range(0, d, _BLOCK):
         block = np.ascontiguousarray(updates[:, start : start + _BLOCK].T, dtype=np.float64)
@@ -152,12 +154,16 @@ def leave_one_out_median_products(
             loo = np.where(
                 block < mid, above[:, None], np.where(block > mid, below[:, None], at[:, None])
             )
+            median = ordered[:, k]
         else:
             # n = 2k: the median of the 2k-1 others is s_k or s_{k-1}
             loo = np.where(
                 block <= ordered[:, k - 1 : k], ordered[:, k : k + 1], ordered[:, k - 1 : k]
             )
+            median = 0.5 * (ordered[:, k - 1] + ordered[:, k])
         out["ul"] += np.einsum("ji,ji->i", block, loo)
+        out["um"] += median @ block
+        out["mm"] += median @ median
         out["ll"] += np.einsum("ji,ji->i", loo, loo)
         if direction is not None:
             g = direction[start : start + _BLOCK]
@@ -210,8 +216,8 @@ class FreeRiderDetector:
             distance = _relative_distance(sketches[i], previous)
             if distance <= self.config.own_replay_distance:
                 reasons[i] = f"replay of its own previous update (relative distance {distance:.2g})"
-        cosines, fresh = self._reference_cosines(updates, norms, global_dir)
-        opposing = self._opposing(cosines, reasons)
+        cosines, fresh, to_median = self._reference_cosines(updates, norms, global_dir)
+        opposing = self._opposing(to_median, reasons)
         reasons.update(opposing)
         band = self.config.noise_band / np.sqrt(self.dim)
         if self.config.detect_noise and n >= 3 and float(np.median(cosines)) > 2 * band:
@@ -256,7 +262,13 @@ class FreeRiderDetector:
         }
 
     def _opposing(self, cosines: npt.NDArray[np.float64], judged: dict[int, str]) -> dict[int, str]:
-        """Updates that point against a cohort that agrees, with the reason for each."""
+        """Updates that point against a cohort that agrees, with the reason for each.
+
+        ``cosines`` are to the median of the whole cohort, not of the others: with two attackers
+        among five sites the others' median mixes two honest updates with two attacks and points
+        nowhere, while the median of all five stays with the honest majority. Counting the
+        judged update in its reference only makes it look more aligned.
+        """
         threshold = self.config.opposition_cosine
         n = len(cosines)
         if threshold is None or n < 3:
@@ -266,7 +278,7 @@ class FreeRiderDetector:
             return {}
         return {
             i: (
-                f"opposes the cohort: cosine {cosines[i]:.3f} to the median of the others, "
+                f"opposes the cohort: cosine {cosines[i]:.3f} to its coordinate-wise median, "
                 f"while the cohort agrees (median cosine {agreement:.3f})"
             )
             for i in range(n)
@@ -322,20 +334,23 @@ class FreeRiderDetector:
         updates: npt.NDArray[np.floating],
         norms: npt.NDArray[np.float64],
         global_dir: npt.NDArray[np.float64] | None,
-    ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64] | None]:
+    ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64] | None, npt.NDArray[np.float64]]:
+        """Cosines of each update to the median of the others, the same beyond the previous
+        global direction (``None`` without one), and cosines to the median of the cohort."""
         n = updates.shape[0]
         if n < 3:
-            return np.ones(n), None
+            return np.ones(n), None, np.ones(n)
         p = leave_one_out_median_products(updates, global_dir)
         tiny = 1e-300
         cosines = p["ul"] / np.maximum(norms * np.sqrt(p["ll"]), tiny)
+        to_median = p["um"] / np.maximum(norms * np.sqrt(p["mm"]), tiny)
         if global_dir is None:
-            return cosines, None
+            return cosines, None, to_median
         residual_dot = p["ul"] - p["ug"] * p["lg"]
         residual_u = np.maximum(norms**2 - p["ug"] ** 2, 0.0)
         residual_l = np.maximum(p["ll"] - p["lg"] ** 2, 0.0)
         fresh = residual_dot / np.maximum(np.sqrt(residual_u * residual_l), tiny)
-        return cosines, fresh
+        return cosines, fresh, to_median
 
     def state_dict(self) -> dict[str, object]:
         return {

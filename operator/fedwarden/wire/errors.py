@@ -108,7 +108,7 @@ REASONS: dict[str, ReasonInfo] = {
     "outlier": ReasonInfo(_U, _S.OK, "a statistical outlier in the round's cohort"),
     "free-riding": ReasonInfo(_U, _S.OK, "a zero, replayed or noise-only update"),
     "poisoning": ReasonInfo(
-        _U, _S.OK, "points against the median of the others while the cohort agrees"
+        _U, _S.OK, "points against the cohort's median while the cohort agrees"
     ),
     # --- the global model (FL04) -------------------------------------------------------------
     "model-not-sampled": ReasonInfo(
