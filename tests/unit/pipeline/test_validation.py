@@ -51,9 +51,11 @@ def test_row_norms_match_numpy_in_float64_across_blocks():
 
 
 def test_robust_z_survives_identical_values():
-    assert np.all(robust_z(np.ones(7), 0.1) == 0)
-    z = robust_z(np.array([1.0, 1.0, 1.0, 1.0, 5.0]), 0.1)
-    np.testing.assert_allclose(z, [0, 0, 0, 0, 40])
+    assert np.all(robust_z(np.ones(7), 0.0) == 0)
+    z = robust_z(np.array([1.0, 1.0, 1.0, 1.0, 5.0]), 0.0)
+    assert z[-1] > 3.5
+    assert np.all(z[:-1] == 0)
+    np.testing.assert_allclose(robust_z(np.array([1.0, 1.0, 1.0, 1.0, 5.0]), 0.1)[-1], 40)
 
 
 def test_robust_z_never_divides_by_less_than_the_floor():
@@ -74,6 +76,15 @@ def test_five_sites_that_converge_together_do_not_make_an_honest_site_an_outlier
     assert cohort_outliers(cohort, config) == {}
     cohort[4] *= 100  # a grossly scaled update is still an outlier
     assert "norm" in cohort_outliers(cohort, config)[4]
+
+
+def test_from_eight_updates_the_mad_alone_is_the_scale():
+    # fedwarden demo: honest updates dominated by DP-SGD noise have nearly equal norms, and a
+    # sign flip boosted x10 shows only as 3.3 times their norm
+    rng = np.random.default_rng(1)
+    honest = rng.normal(size=(7, 500)) * (1 + 0.01 * rng.normal(size=(7, 1)))
+    cohort = np.concatenate([honest, 3.3 * rng.normal(size=(2, 500))]).astype(np.float32)
+    assert set(cohort_outliers(cohort, ValidationConfig(outlier_z=14.0))) == {7, 8}
 
 
 def test_scaled_and_displaced_updates_are_outliers_honest_ones_are_not():
@@ -120,7 +131,13 @@ def test_stack_valid_refuses_unpaired_or_duplicate_ids():
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{"max_norm": 0}, {"outlier_z": -1.0}, {"min_cohort_for_outliers": 2}, {"min_log_spread": 0}],
+    [
+        {"max_norm": 0},
+        {"outlier_z": -1.0},
+        {"min_cohort_for_outliers": 2},
+        {"min_log_spread": 0},
+        {"floor_spread_below": 4},
+    ],
 )
 def test_absurd_validation_settings_are_refused(kwargs):
     with pytest.raises(ValueError, match="must be"):
