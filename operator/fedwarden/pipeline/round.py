@@ -160,10 +160,10 @@ class PipelineConfig:
         ignores the clients' claimed sample counts. The outlier threshold is high on purpose: at
         3.5, and down to about 12, honest clients with large shards were banned, because
         colluding attackers that send identical vectors shrink the cohort's MAD; at 14 it still
-        bans grossly scaled updates. Its scale is floored (``min_log_spread``), as the MAD of a
-        consortium of a few sites collapses when they converge together; sign flips and
-        inner-product manipulation are struck by their direction instead, while the cohort
-        agrees (docs/pipeline.md, "Small consortia").
+        bans grossly scaled updates. Below 8 updates its scale is floored (``min_log_spread``),
+        as the MAD of a consortium of a few sites collapses when they converge together; sign
+        flips and inner-product manipulation are struck by their direction instead, while the
+        cohort agrees (docs/pipeline.md, "Small consortia").
 
         With central DP (``privacy.mode == "central"``): DP-FedAvg, the unweighted mean of
         updates clipped to the adaptive median norm with a fixed denominator, and only the
