@@ -233,7 +233,7 @@ class StatusState:
 
 def ban_reason_code(reason: str) -> str:
     """A short code for a ban: the category of the refusal that decided it (``outlier``,
-    ``invalid-update``, ``free-riding``, ``tampered``, ...), else ``banned``."""
+    ``invalid-update``, ``free-riding``, ``poisoning``, ``tampered``, ...), else ``banned``."""
     from fedwarden.aggregator.server import FLOODING, STRIKING_REASONS, pipeline_reason_code
 
     last = re.sub(r"^\d+ strikes?, the last in round \d+: ", "", reason)

@@ -1423,6 +1423,7 @@ _PIPELINE_CODES = (
     ("invalid update", "invalid-update"),
     ("statistical outlier", "outlier"),
     ("free-riding", "free-riding"),
+    ("poisoning", "poisoning"),
 )
 
 

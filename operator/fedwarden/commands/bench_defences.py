@@ -58,7 +58,10 @@ def _pick(kind: str, wanted: tuple[str, ...] | None, available: tuple[Any, ...])
     help="logreg or mlp.",
 )
 @click.option(
-    "--rounds", type=click.IntRange(min=1), default=60, show_default=True, help="Rounds per run."
+    "--rounds",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Rounds per run [default: 60; 50 with --small-consortia].",
 )
 @click.option(
     "--seeds",
@@ -128,12 +131,21 @@ def _pick(kind: str, wanted: tuple[str, ...] | None, available: tuple[Any, ...])
 @click.option(
     "--markdown", is_flag=True, help="Print the tables as Markdown on stdout (for benchmarks/)."
 )
+@click.option(
+    "--small-consortia",
+    is_flag=True,
+    help="Run the small-consortium grid instead: the recommended configuration with 3, 5, 8 "
+    "and 10 sites (IID and Dirichlet, wine and breast-cancer logreg, digits mlp), 0 to 2 "
+    "attackers per attack, one free rider of each kind; honest sites struck and banned, "
+    "attackers and free riders banned, accuracy against plain FedAvg, as Markdown tables. "
+    "--rounds, --seeds, --processes, --output and --json apply.",
+)
 @click.option("--list", "list_only", is_flag=True, help="List the rows and columns, run nothing.")
 @json_option
 def defences(
     dataset: str,
     model: str,
-    rounds: int,
+    rounds: int | None,
     seeds: int,
     clients: int,
     attackers: int,
@@ -145,6 +157,7 @@ def defences(
     processes: int,
     output: Path | None,
     markdown: bool,
+    small_consortia: bool,
     list_only: bool,
     as_json: bool,
 ) -> None:
@@ -162,11 +175,15 @@ def defences(
       fedwarden bench defences
       fedwarden bench defences --markdown --output benchmarks/defence-matrix.json
       fedwarden bench defences --defences fedavg,recommended --attacks none,alie --seeds 1
+      fedwarden bench defences --small-consortia --markdown --output benchmarks/small-consortia.json
     """
     from fedwarden.sim import matrix
 
     if as_json and markdown:
         raise click.UsageError("--json and --markdown both print to stdout: choose one")
+    if small_consortia:
+        _small_consortia(rounds or 50, seeds, processes, output, as_json)
+        return
     all_defences = matrix.default_defences()
     if list_only:
         _print_list(all_defences, matrix.ATTACK_COLUMNS)
@@ -180,7 +197,7 @@ def defences(
             clients=clients,
             attackers=attackers,
             alpha=alpha,
-            rounds=rounds,
+            rounds=rounds or 60,
             seeds=tuple(range(seeds)),
             defences=chosen_defences,
             attacks=chosen_attacks,
@@ -188,17 +205,7 @@ def defences(
             free_riders=free_riders,
             processes=processes,
         )
-        with Progress(
-            TextColumn("[progress.description]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            TextColumn("{task.fields[last]}"),
-            console=console,
-            transient=True,
-            redirect_stdout=False,
-            redirect_stderr=False,
-        ) as progress:
+        with _progress() as progress:
             task = progress.add_task("simulations", total=None, last="")
 
             def on_cell(cell: Any, done: int, total: int) -> None:
@@ -223,6 +230,56 @@ def defences(
     _print_tables(result)
     if output is not None:
         console.print(f"results written to {output}")
+
+
+def _small_consortia(
+    rounds: int, seeds: int, processes: int, output: Path | None, as_json: bool
+) -> None:
+    """The grid of :mod:`fedwarden.sim.consortia`; its tables are Markdown on stdout."""
+    from fedwarden.sim import consortia
+
+    with user_errors():
+        grid = consortia.ConsortiumGrid(
+            rounds=rounds, seeds=tuple(range(seeds)), processes=processes
+        )
+        with _progress() as progress:
+            task = progress.add_task("trainings", total=None, last="")
+
+            def on_run(run: Any, done: int, total: int) -> None:
+                what = run.attack if run.free_rider_kind is None else run.free_rider_kind
+                progress.update(
+                    task,
+                    completed=done,
+                    total=total,
+                    last=f"{run.task}, {run.sites} sites, {run.partition}, {what}: "
+                    f"{100 * run.accuracy:.1f}%",
+                )
+
+            result = consortia.run_consortia(grid, progress=on_run)
+    payload = result.to_dict()
+    if output is not None:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    if as_json:
+        emit_json(payload)
+    else:
+        click.echo(consortia.markdown_tables(result), nl=False)
+    if output is not None:
+        console.print(f"results written to {output}")
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[last]}"),
+        console=console,
+        transient=True,
+        redirect_stdout=False,
+        redirect_stderr=False,
+    )
 
 
 def _print_list(all_defences: tuple[Any, ...], columns: tuple[Any, ...]) -> None:

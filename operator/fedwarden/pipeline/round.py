@@ -7,7 +7,8 @@ The order, and why:
    reaches arithmetic that could spread a NaN.
 3. **Cohort outlier test** on the raw updates (robust z-scores): a grossly scaled or displaced
    update is refused with a reason, and counted as a strike.
-4. **Free-rider tests** on the raw updates: clipping first would hide a zero or rescaled replay.
+4. **Free-rider tests** on the raw updates: clipping first would hide a zero or rescaled replay;
+   with them, the opposition test (an update against a cohort that agrees is poisoning).
 5. **Clipping** to C (fixed or adaptive): bounds every client's influence, which is what both the
    robust aggregator's guarantees and the DP sensitivity argument need.
 6. **Robust aggregation** of the clipped updates.
@@ -159,7 +160,10 @@ class PipelineConfig:
         ignores the clients' claimed sample counts. The outlier threshold is high on purpose: at
         3.5, and down to about 12, honest clients with large shards were banned, because
         colluding attackers that send identical vectors shrink the cohort's MAD; at 14 it still
-        bans grossly scaled updates.
+        bans grossly scaled updates. Below 8 updates its scale is floored (``min_log_spread``),
+        as the MAD of a consortium of a few sites collapses when they converge together; sign
+        flips and inner-product manipulation are struck by their direction instead, while the
+        cohort agrees (docs/pipeline.md, "Small consortia").
 
         With central DP (``privacy.mode == "central"``): DP-FedAvg, the unweighted mean of
         updates clipped to the adaptive median norm with a fixed denominator, and only the
@@ -374,7 +378,8 @@ class Pipeline:
         for client, assessment in assessments.items():
             # a zero or replayed update is often an outlier too; the free-rider reason says more
             if assessment.reason is not None:
-                outliers[client] = f"free-riding: {assessment.reason}"
+                kind = "poisoning" if assessment.poisoning else "free-riding"
+                outliers[client] = f"{kind}: {assessment.reason}"
         refused.update(outliers)
         rejected.update(refused)
         accepted_index = [i for i, c in enumerate(ids) if c not in refused]

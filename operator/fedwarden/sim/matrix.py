@@ -34,7 +34,7 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from statistics import mean
-from typing import Any
+from typing import Any, TypeVar
 
 from fedwarden.pipeline.round import PipelineConfig
 from fedwarden.sim.attacks import ATTACKS, make_attack
@@ -52,6 +52,7 @@ __all__ = [
     "RowSummary",
     "check_criteria",
     "default_defences",
+    "run_in_pool",
     "run_matrix",
 ]
 
@@ -682,6 +683,52 @@ def _relabel(result: Cell | FreeRiderCell, job: _Job) -> Cell | FreeRiderCell:
     return dataclasses.replace(result, defence=job[1])
 
 
+JobT = TypeVar("JobT")
+AnswerT = TypeVar("AnswerT")
+
+
+def run_in_pool(
+    worker: Callable[[JobT], AnswerT],
+    jobs: Sequence[JobT],
+    processes: int,
+    progress: Callable[[AnswerT, int, int], None] | None = None,
+) -> list[AnswerT]:
+    """``[worker(job) for job in jobs]`` in ``processes`` spawned workers with one BLAS thread
+    each; ``progress(answer, done, total)`` as each finishes (in completion order). ``worker``
+    and the jobs must be picklable (a module-level function)."""
+    answers: list[AnswerT | None] = [None] * len(jobs)
+    finished_count = 0
+
+    def done(i: int, answer: AnswerT) -> None:
+        nonlocal finished_count
+        answers[i] = answer
+        finished_count += 1
+        if progress is not None:
+            progress(answer, finished_count, len(jobs))
+
+    if processes == 1:
+        from threadpoolctl import threadpool_limits
+
+        with threadpool_limits(limits=1):
+            for i, job in enumerate(jobs):
+                done(i, worker(job))
+    else:
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(
+            max_workers=processes, mp_context=context, initializer=_limit_blas_threads
+        ) as pool:
+            pending: dict[Future[AnswerT], int] = {
+                pool.submit(worker, job): i for i, job in enumerate(jobs)
+            }
+            while pending:
+                finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    done(pending.pop(future), future.result())
+    complete = [answer for answer in answers if answer is not None]
+    assert len(complete) == len(jobs)
+    return complete
+
+
 def run_matrix(config: MatrixConfig, progress: Progress | None = None) -> MatrixResult:
     """Run every cell of the matrix and the free-rider experiment.
 
@@ -691,38 +738,11 @@ def run_matrix(config: MatrixConfig, progress: Progress | None = None) -> Matrix
     started = time.perf_counter()
     jobs = _jobs(config)
     unique, index = _dedupe(jobs)
-    answers: list[Cell | FreeRiderCell | None] = [None] * len(unique)
-    total = len(unique)
-
-    def done(i: int, answer: Cell | FreeRiderCell) -> None:
-        answers[i] = answer
-        if progress is not None:
-            progress(answer, sum(a is not None for a in answers), total)
-
-    if config.processes == 1:
-        from threadpoolctl import threadpool_limits
-
-        with threadpool_limits(limits=1):
-            for i, job in enumerate(unique):
-                done(i, _run_job(job))
-    else:
-        context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(
-            max_workers=config.processes, mp_context=context, initializer=_limit_blas_threads
-        ) as pool:
-            pending: dict[Future[Cell | FreeRiderCell], int] = {
-                pool.submit(_run_job, job): i for i, job in enumerate(unique)
-            }
-            while pending:
-                finished, _ = wait(pending, return_when=FIRST_COMPLETED)
-                for future in finished:
-                    done(pending.pop(future), future.result())
+    answers = run_in_pool(_run_job, unique, config.processes, progress)
     cells: list[Cell] = []
     riders: list[FreeRiderCell] = []
     for job, i in zip(jobs, index, strict=True):
-        answer = answers[i]
-        assert answer is not None
-        answer = _relabel(answer, job)
+        answer = _relabel(answers[i], job)
         if isinstance(answer, Cell):
             cells.append(answer)
         else:

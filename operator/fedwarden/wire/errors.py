@@ -109,6 +109,9 @@ REASONS: dict[str, ReasonInfo] = {
     ),
     "outlier": ReasonInfo(_U, _S.OK, "a statistical outlier in the round's cohort"),
     "free-riding": ReasonInfo(_U, _S.OK, "a zero, replayed or noise-only update"),
+    "poisoning": ReasonInfo(
+        _U, _S.OK, "points against the cohort's median while the cohort agrees"
+    ),
     # --- the global model (FL04) -------------------------------------------------------------
     "model-not-sampled": ReasonInfo(
         _M, _S.PERMISSION_DENIED, "the model is served only to clients sampled for the open round"

@@ -128,6 +128,7 @@ def test_recording_reporter_and_reason_codes() -> None:
     )
     assert pipeline_reason_code("statistical outlier: norm 9") == "outlier"
     assert pipeline_reason_code("free-riding: zero update") == "free-riding"
+    assert pipeline_reason_code("poisoning: opposes the cohort: cosine -0.9") == "poisoning"
     assert pipeline_reason_code("banned: 3 strikes") == "banned"
 
 

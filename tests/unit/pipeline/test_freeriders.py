@@ -72,6 +72,43 @@ def test_replay_of_own_update_is_caught():
     assert [c for c, v in verdicts.items() if v.reason] == ["h5"]
 
 
+def test_an_update_that_keeps_its_direction_but_shrinks_is_not_a_replay():
+    # issue 19: a site training deterministically on separable data sends updates whose
+    # cosine to the previous one is above 0.99999 while their length shrinks every round
+    rng = np.random.default_rng(4)
+    detector = FreeRiderDetector(FreeRiderConfig(), D)
+    ids = [f"h{i}" for i in range(6)]
+    first = _honest(rng, 6, rng.normal(size=D))
+    detector.assess(first, ids)
+    detector.record_global_update(np.median(first, axis=0))
+    second = _honest(rng, 6, rng.normal(size=D))
+    second[2] = 0.99 * first[2]
+    assert detector.assess(second, ids)["h2"].reason is None
+
+
+def test_an_update_against_an_agreeing_cohort_is_poisoning():
+    # two attackers among five sites whose individual parts are half the shared direction
+    rng = np.random.default_rng(5)
+    common = rng.normal(size=D)
+    cohort = (common + 0.5 * rng.normal(size=(5, D))).astype(np.float32)
+    cohort[1] = -4 * cohort[1]  # sign flip (Li et al. 2019)
+    cohort[3] = -0.1 * cohort[[0, 2, 4]].mean(0)  # inner-product manipulation (Xie et al.)
+    verdicts = FreeRiderDetector(FreeRiderConfig(), D).assess(cohort, list("abcde"))
+    assert {c for c, v in verdicts.items() if v.poisoning} == {"b", "d"}
+    assert verdicts["b"].reason.startswith("opposes the cohort: cosine -")
+    assert not any(v.reason for c, v in verdicts.items() if c not in "bd")
+
+
+def test_opposition_is_not_judged_when_the_cohort_does_not_agree():
+    # late in a non-IID training honest updates pull towards their own optima and may oppose
+    # each other; with no common direction there is nothing to oppose
+    rng = np.random.default_rng(6)
+    cohort = rng.normal(size=(5, D)).astype(np.float32)
+    cohort[1] = -cohort[[0, 2, 3, 4]].mean(0)
+    verdicts = FreeRiderDetector(FreeRiderConfig(), D).assess(cohort, list("abcde"))
+    assert not any(v.poisoning for v in verdicts.values())
+
+
 def test_reasons_name_what_was_seen():
     verdicts = _rounds(RIDERS)
     assert verdicts["zero"].reason.startswith("zero update")
@@ -108,6 +145,9 @@ def test_leave_one_out_median_products_match_brute_force():
             np.testing.assert_allclose(products["ll"][i], loo @ loo, rtol=1e-9)
             np.testing.assert_allclose(products["ug"][i], u @ g, rtol=1e-9, atol=1e-12)
             np.testing.assert_allclose(products["lg"][i], loo @ g, rtol=1e-9, atol=1e-12)
+            median = np.median(x.astype(np.float32).astype(np.float64), axis=0)
+            np.testing.assert_allclose(products["um"][i], u @ median, rtol=1e-9, atol=1e-9)
+            np.testing.assert_allclose(products["mm"][i], median @ median, rtol=1e-9)
 
 
 def test_noise_tests_abstain_when_the_cohort_has_no_common_direction():
@@ -154,7 +194,15 @@ def test_state_round_trips():
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{"noise_band": 0}, {"zero_norm_ratio": 1.5}, {"global_replay_cosine": 0}, {"sketch_size": 2}],
+    [
+        {"noise_band": 0},
+        {"zero_norm_ratio": 1.5},
+        {"global_replay_cosine": 0},
+        {"own_replay_distance": 1.0},
+        {"opposition_cosine": 0.5},
+        {"opposition_agreement": 0},
+        {"sketch_size": 2},
+    ],
 )
 def test_absurd_settings_are_refused(kwargs):
     with pytest.raises(ValueError, match="must be"):

@@ -51,10 +51,40 @@ def test_row_norms_match_numpy_in_float64_across_blocks():
 
 
 def test_robust_z_survives_identical_values():
-    assert np.all(robust_z(np.ones(7)) == 0)
-    z = robust_z(np.array([1.0, 1.0, 1.0, 1.0, 5.0]))
+    assert np.all(robust_z(np.ones(7), 0.0) == 0)
+    z = robust_z(np.array([1.0, 1.0, 1.0, 1.0, 5.0]), 0.0)
     assert z[-1] > 3.5
     assert np.all(z[:-1] == 0)
+    np.testing.assert_allclose(robust_z(np.array([1.0, 1.0, 1.0, 1.0, 5.0]), 0.1)[-1], 40)
+
+
+def test_robust_z_never_divides_by_less_than_the_floor():
+    values = np.array([0.0, 0.01, 0.02, 0.03, 1.0])
+    assert robust_z(values, 0.5)[-1] == pytest.approx((1.0 - 0.02) / 0.5)
+    assert robust_z(values, 1e-6)[-1] == pytest.approx(0.6745 * 0.98 / 0.01)
+
+
+def test_five_sites_that_converge_together_do_not_make_an_honest_site_an_outlier():
+    # issue 19: four sites within 2 % of each other, one honest site with unlike data at 2.5
+    # times their norm; the MAD of five log norms is 0.01, and the site scored 62 > 14
+    rng = np.random.default_rng(0)
+    direction = rng.normal(size=200)
+    direction /= np.linalg.norm(direction)
+    norms = [0.30, 0.302, 0.306, 0.298, 0.75]
+    cohort = np.stack([n * direction for n in norms]).astype(np.float32)
+    config = ValidationConfig(outlier_z=14.0)
+    assert cohort_outliers(cohort, config) == {}
+    cohort[4] *= 100  # a grossly scaled update is still an outlier
+    assert "norm" in cohort_outliers(cohort, config)[4]
+
+
+def test_from_eight_updates_the_mad_alone_is_the_scale():
+    # fedwarden demo: honest updates dominated by DP-SGD noise have nearly equal norms, and a
+    # sign flip boosted x10 shows only as 3.3 times their norm
+    rng = np.random.default_rng(1)
+    honest = rng.normal(size=(7, 500)) * (1 + 0.01 * rng.normal(size=(7, 1)))
+    cohort = np.concatenate([honest, 3.3 * rng.normal(size=(2, 500))]).astype(np.float32)
+    assert set(cohort_outliers(cohort, ValidationConfig(outlier_z=14.0))) == {7, 8}
 
 
 def test_scaled_and_displaced_updates_are_outliers_honest_ones_are_not():
@@ -100,7 +130,14 @@ def test_stack_valid_refuses_unpaired_or_duplicate_ids():
 
 
 @pytest.mark.parametrize(
-    "kwargs", [{"max_norm": 0}, {"outlier_z": -1.0}, {"min_cohort_for_outliers": 2}]
+    "kwargs",
+    [
+        {"max_norm": 0},
+        {"outlier_z": -1.0},
+        {"min_cohort_for_outliers": 2},
+        {"min_log_spread": 0},
+        {"floor_spread_below": 4},
+    ],
 )
 def test_absurd_validation_settings_are_refused(kwargs):
     with pytest.raises(ValueError, match="must be"):

@@ -75,8 +75,14 @@ def test_plain_fedavg_is_hurt_by_model_poisoning(
 
 def test_inflated_sample_counts_buy_influence_only_where_counts_are_trusted(digits) -> None:  # type: ignore[no-untyped-def]
     recommended = PipelineConfig.recommended()
-    trusting = dataclasses.replace(recommended, aggregator="fedavg", aggregator_params={})
-    # −1 × own update: not an outlier by norm, so only the weight decides.
+    # −1 × own update: not an outlier by norm, and with the opposition test off (it refuses
+    # an update against an IID cohort that agrees), only the weight decides.
+    trusting = dataclasses.replace(
+        recommended,
+        aggregator="fedavg",
+        aggregator_params={},
+        free_riders=dataclasses.replace(recommended.free_riders, opposition_cosine=None),
+    )
     config = dataclasses.replace(
         SMALL, attackers=2, attack="sign-flip", attack_params={"scale": 1.0}, rounds=10
     )
