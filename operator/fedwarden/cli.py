@@ -85,6 +85,7 @@ OPTIONAL_MODULES = frozenset(
         "mnist1d",
         "numpy",
         "prometheus_client",
+        "safetensors",
         "sklearn",
         "threadpoolctl",
     }

@@ -52,10 +52,12 @@ from fedwarden.aggregator.checkpoint import (
     save_checkpoint,
 )
 from fedwarden.aggregator.config import AggregatorConfig, Sampler
+from fedwarden.aggregator.export import ModelExporter, ParticipationHistory, provenance_facts
 from fedwarden.aggregator.metrics import AggregatorMetrics, HealthServer
 from fedwarden.aggregator.reporting import (
     ClientFlagged,
     Event,
+    ModelExported,
     Rejection,
     Reporter,
     RoundAbandoned,
@@ -68,6 +70,7 @@ from fedwarden.aggregator.reporting import (
 )
 from fedwarden.aggregator.revocation import LogOnlyRevoker, Revoker
 from fedwarden.aggregator.tls import ServerTLS
+from fedwarden.pipeline import ParameterLayout
 from fedwarden.pipeline.errors import PrivacyBudgetExhaustedError
 from fedwarden.pipeline.round import Pipeline, RoundResult
 from fedwarden.pki import (
@@ -190,6 +193,9 @@ class Aggregator:
         checkpoint_dir: where the checkpoint lives; ``None`` keeps no checkpoint.
         metrics_address: ``(host, port)`` of the HTTP server for /metrics, /healthz and
             /readyz (port 0 picks one; see :attr:`metrics_port`); ``None`` starts none.
+        output_model_dir: where the model and its signed provenance are exported after each
+            checkpoint and at the end (:mod:`fedwarden.aggregator.export`); ``None``: nowhere.
+        layout: the named tensors the model's flat vector stands for (default: one tensor).
     """
 
     def __init__(
@@ -207,6 +213,8 @@ class Aggregator:
         checkpoint_dir: Path | str | None = None,
         metrics_address: tuple[str, int] | None = None,
         registry: CollectorRegistry | None = None,
+        output_model_dir: Path | str | None = None,
+        layout: ParameterLayout | None = None,
     ) -> None:
         model = as_wire_array(initial_model).astype(np.float32, copy=True)
         if model.size != pipeline.dim:
@@ -221,6 +229,18 @@ class Aggregator:
                 "of whoever is online has no fixed population"
             )
         self.dim = pipeline.dim
+        self.layout = layout if layout is not None else ParameterLayout.single(self.dim)
+        if self.layout.size != self.dim:
+            raise ValueError(
+                f"the model's layout has {self.layout.size} parameters ({self.layout.describe()}), "
+                f"the pipeline expects {self.dim}"
+            )
+        self.exporter = (
+            None
+            if output_model_dir is None
+            else ModelExporter(output_model_dir, self.layout, tls.cert, tls.key)
+        )
+        self.participation = ParticipationHistory()
         self.max_update_bytes = (
             config.max_update_bytes if config.max_update_bytes is not None else 4 * self.dim
         )
@@ -475,6 +495,7 @@ class Aggregator:
         self._nonces = {r: {bytes.fromhex(n) for n in ns} for r, ns in ckpt.nonces.items()}
         self._fates = {c: ClientFate.from_dict(f) for c, f in ckpt.fates.items()}
         self._revocations = list(ckpt.revocations)
+        self.participation = ParticipationHistory.from_dict(ckpt.extra.get("participation"))
         if ckpt.last_round is not None:
             event = event_from_dict(ckpt.last_round)
             assert isinstance(event, RoundFinished)
@@ -491,9 +512,32 @@ class Aggregator:
             "resumed from the checkpoint of round %d (ε = %.4g)", ckpt.round, self.pipeline.epsilon
         )
 
-    def _checkpoint(self, model: F32, rounds_done: int, last_round: RoundFinished | None) -> None:
-        if self.checkpoint_dir is None:
-            return
+    async def _save(self, model: F32, rounds_done: int, last_round: RoundFinished | None) -> None:
+        """The checkpoint, then the export (in a worker thread); report the export."""
+        exported = await asyncio.to_thread(self._checkpoint, model, rounds_done, last_round)
+        if exported is not None:
+            self._emit(exported)
+
+    def _checkpoint(
+        self, model: F32, rounds_done: int, last_round: RoundFinished | None
+    ) -> ModelExported | None:
+        if last_round is not None:
+            self.participation.record(last_round)
+        if self.checkpoint_dir is not None:
+            self._write_checkpoint(model, rounds_done, last_round)
+        if self.exporter is None:
+            return None
+        try:
+            return self.exporter.export(model, provenance_facts(self, rounds_done))
+        except (OSError, PKIError, ValueError) as exc:
+            # the training goes on; the next checkpoint exports again
+            log.error("could not export the model of round %d: %s", rounds_done, exc)
+            return None
+
+    def _write_checkpoint(
+        self, model: F32, rounds_done: int, last_round: RoundFinished | None
+    ) -> None:
+        assert self.checkpoint_dir is not None
         keep = rounds_done + 1 - self.config.nonce_rounds
         ckpt = Checkpoint(
             training_uid=self.training_uid,
@@ -505,6 +549,7 @@ class Aggregator:
             fates=self.fates(),
             last_round=None if last_round is None else last_round.to_dict(),
             finished=None if self.finished is None else _fields(self.finished),
+            extra={"participation": self.participation.to_dict()},
         )
         save_checkpoint(self.checkpoint_dir, ckpt)
 
@@ -705,7 +750,7 @@ class Aggregator:
             self._banned[client] = reason
             self._fate(client).banned = reason
         # the point of no return: once this file is renamed into place the round is done
-        await asyncio.to_thread(self._checkpoint, new_model, rnd.number, record)
+        await self._save(new_model, rnd.number, record)
         self.model = new_model
         self.model_digest = digest
         self.rounds_done = rnd.number
@@ -753,7 +798,7 @@ class Aggregator:
         )
         self.finished = event
         self.round = None
-        await asyncio.to_thread(self._checkpoint, self.model, self.rounds_done, self.last_round)
+        await self._save(self.model, self.rounds_done, self.last_round)
         self._emit(event)
         self._notify()
         await self._linger()

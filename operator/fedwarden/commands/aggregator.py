@@ -283,6 +283,14 @@ _DIR = click.Path(file_okay=False, path_type=Path)
     help="Where the atomic checkpoint lives; a restart with the same options resumes from it.",
 )
 @click.option(
+    "--output-model",
+    type=_DIR,
+    default=None,
+    metavar="DIR",
+    help="Export the global model at each checkpoint and at the end: DIR/model.safetensors and "
+    "DIR/provenance.json, signed with the server's key (check with `fedwarden model verify`).",
+)
+@click.option(
     "--report-jsonl", type=_PATH, default=None, help="Append one JSON object per event here."
 )
 @click.option(
@@ -528,4 +536,5 @@ def _build(options: dict[str, Any]) -> Any:
         evaluator=evaluator,
         checkpoint_dir=options["checkpoint_dir"],
         metrics_address=options["metrics_address"],
+        output_model_dir=options["output_model"],
     )

@@ -130,6 +130,7 @@ def make_aggregator(
     revoke: bool = True,
     metrics: bool = False,
     dim: int | None = None,
+    output_model_dir: Path | None = None,
     **config: Any,
 ) -> tuple[Aggregator, RecordingReporter]:
     """An aggregator on 127.0.0.1:0 for the digits task (or zeros of ``dim``), started."""
@@ -163,6 +164,7 @@ def make_aggregator(
         evaluator=task.evaluate if task is not None else None,
         checkpoint_dir=checkpoint_dir,
         metrics_address=("127.0.0.1", 0) if metrics else None,
+        output_model_dir=output_model_dir,
     )
     agg.start(timeout=TIMEOUT)
     return agg, recording
