@@ -52,7 +52,13 @@ from fedwarden.aggregator.checkpoint import (
     save_checkpoint,
 )
 from fedwarden.aggregator.config import AggregatorConfig, Sampler
-from fedwarden.aggregator.export import ModelExporter, ParticipationHistory, provenance_facts
+from fedwarden.aggregator.export import (
+    ModelExporter,
+    ParticipationHistory,
+    export_chunks,
+    provenance_facts,
+    reader_of,
+)
 from fedwarden.aggregator.metrics import AggregatorMetrics, HealthServer
 from fedwarden.aggregator.reporting import (
     ClientFlagged,
@@ -866,6 +872,9 @@ class Aggregator:
                 "SubmitUpdate": grpc.stream_unary_rpc_method_handler(
                     self._submit_update, response_serializer=pb.SubmitReply.SerializeToString
                 ),
+                "FetchModel": grpc.unary_stream_rpc_method_handler(
+                    self._fetch_model, response_serializer=pb.FileChunk.SerializeToString
+                ),
             },
         )
 
@@ -1118,6 +1127,35 @@ class Aggregator:
                 await self._abort(context, "stalled", "the client stopped reading the model")
                 return
             self.metrics.sent(len(data))
+
+    async def _fetch_model(self, request: bytes, context: Any) -> None:
+        """The last export, to a reader of the training only (see aggregator/export.py)."""
+        try:
+            reader = reader_of(self.verifier, peer_certificate_pem(context))
+            pair = None if self.exporter is None else self.exporter.open_pair()
+            if pair is None:
+                raise WireError(
+                    "no-model",
+                    "no model was exported yet"
+                    if self.exporter is not None
+                    else "this aggregator exports no model (it runs without --output-model)",
+                )
+        except WireError as exc:
+            self.metrics.refuse_model(exc.reason)
+            number = self._open_round_number()
+            self._emit(Rejection(number, "?reader", "model", exc.reason, exc.message))
+            await self._abort(context, exc.reason, exc.message)
+            return
+        provenance, model = pair
+        log.info("the reader %r fetches the exported model", reader)
+        with model:
+            async for chunk in export_chunks(provenance, model, self.config.chunk_bytes):
+                try:
+                    await asyncio.wait_for(context.write(chunk), self.config.stall_timeout)
+                except TimeoutError:
+                    await self._abort(context, "stalled", "the reader stopped reading the model")
+                    return
+                self.metrics.sent(len(chunk.data))
 
     # --- receiving an update -------------------------------------------------------------
 

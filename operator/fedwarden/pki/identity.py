@@ -6,6 +6,11 @@ carried as the one URI subjectAltName of a certificate::
     spiffe://<trust-domain>/ns/<namespace>/training/<training>                      the CA
     spiffe://<trust-domain>/ns/<namespace>/training/<training>/client/<client>      a client
     spiffe://<trust-domain>/ns/<namespace>/training/<training>/aggregator           the server
+    spiffe://<trust-domain>/ns/<namespace>/training/<training>/reader/<reader>      a reader
+
+A reader may fetch the exported model from the aggregator and nothing else; it is no client
+(:func:`identity_from_certificate` refuses it) and a client is no reader
+(:func:`reader_from_certificate` refuses it).
 
 The aggregator takes a client's identity from the URI of its TLS peer certificate, never from a
 message, and :func:`identity_from_certificate` refuses everything that is not exactly a client of
@@ -97,6 +102,9 @@ class TrainingRef:
     @property
     def aggregator_uri(self) -> str:
         return f"{self.uri}/aggregator"
+
+    def reader_uri(self, name: str) -> str:
+        return f"{self.uri}/reader/{check_name('reader name', name)}"
 
     def client(self, name: str) -> ClientIdentity:
         return ClientIdentity(self.namespace, self.training, name, self.trust_domain)
@@ -232,3 +240,18 @@ def identity_from_certificate(cert: x509.Certificate, training: TrainingRef) -> 
             f"{identity.client!r} named by the URI",
         )
     return identity
+
+
+def reader_from_certificate(cert: x509.Certificate, training: TrainingRef) -> str:
+    """The reader a (verified) peer certificate names, if it is a reader of ``training``; else
+    :class:`CertificateProblem` with reason ``not-a-reader``."""
+    uris = uri_sans(cert)
+    prefix = f"{training.uri}/reader/"
+    if len(uris) != 1 or not uris[0].startswith(prefix) or "/" in uris[0][len(prefix) :]:
+        who = ", ".join(uris) or cert.subject.rfc4514_string()
+        raise CertificateProblem(
+            "not-a-reader",
+            f"{who} is not a reader of training {training} ({prefix}<name>); only a reader "
+            "identity issued by the operator may fetch the model",
+        )
+    return uris[0][len(prefix) :]
