@@ -10,7 +10,7 @@ conflicts with it:
 - ``FederatedTraining.status``: ``round`` (rounds completed), ``epsilonSpent``, ``delta``,
   ``noiseMultiplier``, ``participants`` (of the last round), ``rejectedUpdates`` (so far),
   ``bannedClients`` (sorted names), ``bannedCount``, ``lastMetrics`` (``accuracy``, ``loss``,
-  ``updateNorm``, those known);
+  ``updateNorm``, those known), ``model`` (``round`` and ``sha256`` of the last export);
 - ``FLClient.status`` (the client id is the FLClient's name, in the training's namespace):
   ``strikes``, ``lastScore``, ``roundsParticipated``, and on a ban ``phase: Banned`` with
   ``banReason`` (``<code>: <reason>``).
@@ -18,9 +18,10 @@ conflicts with it:
 How it works: the events update an in-memory :class:`StatusState` (cheap, on the caller's
 thread); a writer thread applies the latest state (a coalescing slot: a burst of events is one
 write) after ``TrainingStarted``, each ``RoundFinished`` (bans are decided at the end of a round
-and arrive with it) and ``TrainingFinished``. An FLClient is patched only when its desired status
-differs from what was last written. The API server's failures never reach the training: the
-writer logs, backs off and retries; :meth:`KubernetesReporter.close` flushes with a deadline.
+and arrive with it), ``ModelExported`` and ``TrainingFinished``. An FLClient is patched only
+when its desired status differs from what was last written. The API server's failures never
+reach the training: the writer logs, backs off and retries; :meth:`KubernetesReporter.close`
+flushes with a deadline.
 
 Server-side apply removes a field that a manager applied before and omits now, so every apply
 carries the full set of fields known. Before its first write the reporter reads the training's
@@ -52,6 +53,7 @@ from typing import Any, Protocol
 
 from fedwarden.aggregator.reporting import (
     Event,
+    ModelExported,
     Reporter,
     RoundFinished,
     TrainingFinished,
@@ -79,6 +81,7 @@ TRAINING_FIELDS = (
     "bannedClients",
     "bannedCount",
     "lastMetrics",
+    "model",
 )
 """The FederatedTraining status fields this reporter owns (and only these)."""
 
@@ -141,6 +144,8 @@ class StatusState:
     banned: dict[str, str] = field(default_factory=dict)
     metrics: dict[str, float] = field(default_factory=dict)
     clients: dict[str, ClientFacts] = field(default_factory=dict)
+    model: dict[str, Any] | None = None
+    """``{"round", "sha256"}`` of the last export."""
 
     def copy(self) -> StatusState:
         return copy.deepcopy(self)
@@ -204,6 +209,9 @@ class StatusState:
             if (facts := self._client(name)) is not None:
                 facts.rounds_participated = int(count)
         self._ban(event.banned)
+
+    def model_exported(self, event: ModelExported) -> None:
+        self.model = {"round": event.round, "sha256": event.sha256}
 
     def training_finished(self, event: TrainingFinished) -> None:
         self.round = event.rounds if self.round is None else max(self.round, event.rounds)
@@ -275,6 +283,8 @@ def training_status(
         out["bannedCount"] = len(banned)
     if state.metrics:
         out["lastMetrics"] = dict(state.metrics)
+    if state.model is not None:
+        out["model"] = dict(state.model)
     return out
 
 
@@ -544,6 +554,9 @@ class KubernetesReporter(Reporter):
 
     def training_finished(self, event: TrainingFinished) -> None:
         self._update(lambda s: s.training_finished(event), write=True)
+
+    def model_exported(self, event: ModelExported) -> None:
+        self._update(lambda s: s.model_exported(event), write=True)
 
     def event(self, event: Event) -> None:
         """Round starts, refusals and flags change nothing the resources show."""

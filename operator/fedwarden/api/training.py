@@ -334,6 +334,16 @@ class MetricsStatus(Model):
     update_norm: float | None = None
 
 
+class ModelStatus(Model):
+    """The last model the aggregator exported, signed (``fedwarden model fetch`` gets it)."""
+
+    round: int = Field(ge=0, description="Rounds completed when the model was exported.")
+    sha256: str = Field(
+        pattern=r"^[0-9a-f]{64}$",
+        description="SHA-256 of model.safetensors; its signed provenance.json names it too.",
+    )
+
+
 class FederatedTrainingStatus(Model):
     phase: TrainingPhase = "Pending"
     round: int = Field(default=0, ge=0, description="Rounds completed.")
@@ -346,6 +356,7 @@ class FederatedTrainingStatus(Model):
     banned_clients: list[str] = Field(default_factory=list)
     banned_count: int = Field(default=0, ge=0)
     last_metrics: MetricsStatus | None = None
+    model: ModelStatus | None = None
     aggregator_endpoint: str | None = None
     start_time: str | None = None
     completion_time: str | None = None

@@ -27,6 +27,7 @@ from fedwarden.aggregator.kubernetes import (
 )
 from fedwarden.aggregator.reporting import (
     ClientFlagged,
+    ModelExported,
     Rejection,
     RoundFinished,
     RoundStarted,
@@ -397,3 +398,23 @@ def test_epsilon_is_shown_with_four_decimals_rounded_up() -> None:
     assert displayed_epsilon(0.1234) == 0.1234  # float noise in 0.1234 * 1e4 is absorbed
     assert displayed_epsilon(0.12340001) == 0.1235
     assert displayed_epsilon(1.0) == 1.0
+
+
+def test_an_export_shows_as_the_model_on_the_training() -> None:
+    api = FakeStatusApi()
+    rep = reporter(api)
+    rep.resume(None)
+    rep.training_started(started())
+    rep.round_finished(finished_round(1, 0.2))
+    rep.model_exported(ModelExported(round=1, sha256="ab" * 32, directory="/out"))
+    assert rep.flush(5)
+    assert api.statuses[(TRAININGS, "mnist")]["model"] == {"round": 1, "sha256": "ab" * 32}
+    rep.close()
+    # a restarted aggregator that has not exported yet keeps the resource's model
+    again = reporter(FakeStatusApi({(TRAININGS, "mnist"): api.statuses[(TRAININGS, "mnist")]}))
+    again.resume(None)
+    again.training_started(started(resumed=1))
+    assert again.flush(5)
+    statuses = again.api.statuses  # type: ignore[attr-defined]
+    assert statuses[(TRAININGS, "mnist")]["model"]["round"] == 1
+    again.close()
