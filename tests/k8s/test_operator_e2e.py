@@ -81,6 +81,7 @@ def test_examples_train_to_succeeded_and_survive_restarts_and_deletion(
         assert set(_owned(cp, ns, "secrets", "digits")) == {
             "digits-ca",
             "digits-aggregator-tls",
+            "digits-model-reader",
             *(f"site-{i}-tls" for i in range(10)),
         }
         # Argo CD's health check (examples/gitops/argocd) on the live resource

@@ -98,6 +98,7 @@ def _reconcile_training(
     server_cert, issued = pki_store.ensure_server_certificate(
         cluster, owner, pki, spec.certificates, now
     )
+    pki_store.ensure_reader_certificate(cluster, owner, pki, spec.certificates, now)
     if created:
         cluster.event(body, "CertificateAuthorityCreated", f"CA {pki.ca.subject}")
     if issued is not None:

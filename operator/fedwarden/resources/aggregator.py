@@ -122,6 +122,7 @@ def job(owner: Owner, spec: FederatedTrainingSpec, *, config_hash: str) -> dict[
         "--metrics-address", f"0.0.0.0:{METRICS_PORT}",
         "--checkpoint-dir", f"{STATE_DIR}/checkpoint",
         "--report-jsonl", f"{STATE_DIR}/report.jsonl",
+        "--output-model", f"{STATE_DIR}/model",
         "--service-account-dir", SERVICE_ACCOUNT_DIR,
     ]  # fmt: skip
     container: dict[str, Any] = {

@@ -69,6 +69,15 @@ def aggregator_tls_secret_name(training: str) -> str:
     return f"{training}-aggregator-tls"
 
 
+MODEL_READER = "model-fetch"
+"""The reader identity the operator issues for ``fedwarden model fetch``."""
+
+
+def model_reader_secret_name(training: str) -> str:
+    """The reader's key and certificate: who may read this Secret may fetch the model."""
+    return f"{training}-model-reader"
+
+
 def trust_configmap_name(training: str) -> str:
     """CA bundle and revocation list: public, so a ConfigMap every participant may read."""
     return f"{training}-trust"
