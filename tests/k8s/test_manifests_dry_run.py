@@ -59,6 +59,7 @@ def test_every_generated_manifest_passes_server_side_dry_run(
         aggregator.config_map(owner, spec, population=2),
         aggregator.checkpoint_claim(owner, spec),
         aggregator.job(owner, spec, config_hash="0"),
+        aggregator.model_server(owner, spec),
         aggregator.service(owner),
         aggregator.service_account(owner),
         aggregator.role(owner, ["site-1"]),

@@ -12,45 +12,28 @@ older rounds only as each client's count of aggregated rounds and the number of 
 :class:`ModelExporter` writes the export and hands out a consistent pair of files to the
 ``FetchModel`` RPC (docs/apps.md): it holds a lock over the two renames and over opening the two
 files, and a file opened before a later export's rename keeps its old content. Only a reader of
-the training (:func:`reader_of`: a certificate of the training's CA naming ``.../reader/<name>``,
-which the operator issues into a Secret) may fetch; clients may not, so the model is still served
-to clients only as FL04 requires (sampled, counted, throttled).
+the training (:func:`fedwarden.wire.fetch.reader_of`) may fetch; clients may not, so the model
+is still served to clients only as FL04 requires (sampled, counted, throttled).
 """
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import logging
 import math
-import os
 import threading
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
 
 from fedwarden.aggregator.reporting import ModelExported, RoundFinished
-from fedwarden.model import (
-    MODEL_FILE,
-    PROVENANCE_FILE,
-    ExportedModel,
-    Signer,
-    export_model,
-)
+from fedwarden.model import ExportedModel, Signer, export_model
 from fedwarden.pipeline import ParameterLayout
-from fedwarden.pki import (
-    CertificateProblem,
-    PeerVerifier,
-    PKIError,
-    load_certificate,
-    reader_from_certificate,
-    verify_certificate,
-)
-from fedwarden.wire import WireError, pb
+from fedwarden.wire.fetch import ExportPair, open_export
 
 if TYPE_CHECKING:
     from fedwarden.aggregator.server import Aggregator
@@ -200,52 +183,8 @@ class ModelExporter:
             round=exported.round, sha256=exported.sha256, directory=str(self.directory)
         )
 
-    def open_pair(self) -> tuple[bytes, IO[bytes]] | None:
-        """``provenance.json``'s bytes and an open ``model.safetensors`` of the same export, or
-        ``None`` when nothing was exported yet. The caller closes the file."""
+    def open_pair(self) -> ExportPair | None:
+        """The last export (:func:`fedwarden.wire.fetch.open_export`), never a half-renamed
+        pair: the lock is the one held over an export's two renames."""
         with self._lock:
-            try:
-                provenance = (self.directory / PROVENANCE_FILE).read_bytes()
-                model = (self.directory / MODEL_FILE).open("rb")
-            except FileNotFoundError:
-                return None
-        return provenance, model
-
-
-def reader_of(verifier: PeerVerifier, peer_pem: bytes | None) -> str:
-    """The reader behind a connection's peer certificate; :class:`WireError` otherwise."""
-    if peer_pem is None:
-        raise WireError("no-certificate", "the connection carries no client certificate")
-    try:
-        cert = load_certificate(peer_pem, "peer certificate")
-    except PKIError as exc:
-        raise WireError("bad-certificate", exc.message) from None
-    verifier.reload_revocations()
-    try:
-        verify_certificate(cert, verifier.bundle, purpose="client", crl=verifier.revocations)
-        return reader_from_certificate(cert, verifier.training)
-    except CertificateProblem as exc:
-        reason = "not-a-reader" if exc.reason == "not-a-reader" else "not-authorised"
-        raise WireError(reason, exc.message) from None
-
-
-async def export_chunks(
-    provenance: bytes, model: IO[bytes], chunk_bytes: int
-) -> AsyncIterator[pb.FileChunk]:
-    """The pair as ``FileChunk`` messages: the provenance, then the model read chunk by chunk
-    in a worker thread (a model may be hundreds of MB)."""
-    for offset in range(0, len(provenance), chunk_bytes):
-        yield pb.FileChunk(
-            file=PROVENANCE_FILE,
-            offset=offset,
-            data=provenance[offset : offset + chunk_bytes],
-            size=len(provenance),
-        )
-    size = os.fstat(model.fileno()).st_size
-    offset = 0
-    while offset < size:
-        data = await asyncio.to_thread(model.read, chunk_bytes)
-        if not data:
-            break
-        yield pb.FileChunk(file=MODEL_FILE, offset=offset, data=data, size=size)
-        offset += len(data)
+            return open_export(self.directory)

@@ -52,13 +52,7 @@ from fedwarden.aggregator.checkpoint import (
     save_checkpoint,
 )
 from fedwarden.aggregator.config import AggregatorConfig, Sampler
-from fedwarden.aggregator.export import (
-    ModelExporter,
-    ParticipationHistory,
-    export_chunks,
-    provenance_facts,
-    reader_of,
-)
+from fedwarden.aggregator.export import ModelExporter, ParticipationHistory, provenance_facts
 from fedwarden.aggregator.metrics import AggregatorMetrics, HealthServer
 from fedwarden.aggregator.reporting import (
     ClientFlagged,
@@ -106,6 +100,7 @@ from fedwarden.wire import (
     tensor_digest,
 )
 from fedwarden.wire.envelope import ROUND_TOKEN_BYTES
+from fedwarden.wire.fetch import serve_export
 
 log = logging.getLogger("fedwarden.aggregator")
 
@@ -1129,33 +1124,23 @@ class Aggregator:
             self.metrics.sent(len(data))
 
     async def _fetch_model(self, request: bytes, context: Any) -> None:
-        """The last export, to a reader of the training only (see aggregator/export.py)."""
-        try:
-            reader = reader_of(self.verifier, peer_certificate_pem(context))
-            pair = None if self.exporter is None else self.exporter.open_pair()
-            if pair is None:
-                raise WireError(
-                    "no-model",
-                    "no model was exported yet"
-                    if self.exporter is not None
-                    else "this aggregator exports no model (it runs without --output-model)",
-                )
-        except WireError as exc:
-            self.metrics.refuse_model(exc.reason)
-            number = self._open_round_number()
-            self._emit(Rejection(number, "?reader", "model", exc.reason, exc.message))
-            await self._abort(context, exc.reason, exc.message)
-            return
-        provenance, model = pair
-        log.info("the reader %r fetches the exported model", reader)
-        with model:
-            async for chunk in export_chunks(provenance, model, self.config.chunk_bytes):
-                try:
-                    await asyncio.wait_for(context.write(chunk), self.config.stall_timeout)
-                except TimeoutError:
-                    await self._abort(context, "stalled", "the reader stopped reading the model")
-                    return
-                self.metrics.sent(len(chunk.data))
+        """The last export, to a reader of the training only (see wire/fetch.py)."""
+        await serve_export(
+            context,
+            self.verifier,
+            self.exporter.open_pair if self.exporter is not None else lambda: None,
+            no_model="no model was exported yet"
+            if self.exporter is not None
+            else "this aggregator exports no model (it runs without --output-model)",
+            chunk_bytes=self.config.chunk_bytes,
+            stall_timeout=self.config.stall_timeout,
+            refused=self._fetch_refused,
+        )
+
+    def _fetch_refused(self, refusal: WireError) -> None:
+        self.metrics.refuse_model(refusal.reason)
+        number = self._open_round_number()
+        self._emit(Rejection(number, "?reader", "model", refusal.reason, refusal.message))
 
     # --- receiving an update -------------------------------------------------------------
 

@@ -156,8 +156,12 @@ def _reconcile_training(
         reported=reported,
     )
     if previous_phase in FINISHED and job is None:
+        cluster.apply(aggregator.model_server(owner, spec))
         return reported  # finished earlier and the Job is gone: the status stays as it was
     status = training_status(state, now_rfc3339())
+    if status["phase"] in FINISHED:
+        # the aggregator has exited: the model is served from its volume from now on
+        cluster.apply(aggregator.model_server(owner, spec))
     status["aggregatorEndpoint"] = f"{names.aggregator_host(owner.name, owner.namespace)}:8443"
     cluster.apply_status(KIND, owner.name, owner.namespace, status)
     if status["phase"] != previous_phase and status["phase"] in _PHASE_EVENTS:

@@ -25,6 +25,7 @@ are also the commonName of certificates (at most 64 characters in X.509).
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from cryptography import x509
@@ -240,6 +241,24 @@ def identity_from_certificate(cert: x509.Certificate, training: TrainingRef) -> 
             f"{identity.client!r} named by the URI",
         )
     return identity
+
+
+def training_of_cas(cas: Iterable[x509.Certificate]) -> TrainingRef:
+    """The training the CAs were made for (the URI of ``fedwarden pki init-ca``); the first CA
+    that names one decides."""
+    subjects = []
+    for ca in cas:
+        subjects.append(ca.subject.rfc4514_string())
+        for uri in uri_sans(ca):
+            try:
+                return TrainingRef.from_uri(uri)
+            except InvalidInputError:
+                continue
+    raise InvalidInputError(
+        "not-a-fedwarden-ca",
+        "no CA in the bundle names a training (a URI spiffe://<trust-domain>/ns/<namespace>/"
+        f"training/<name>): {'; '.join(subjects)}",
+    )
 
 
 def reader_from_certificate(cert: x509.Certificate, training: TrainingRef) -> str:

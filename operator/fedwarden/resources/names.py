@@ -61,6 +61,10 @@ def aggregator_name(training: str) -> str:
     return f"{training}-aggregator"
 
 
+def model_server_name(training: str) -> str:
+    return f"{training}-model"
+
+
 def ca_secret_name(training: str) -> str:
     return f"{training}-ca"
 
@@ -68,6 +72,9 @@ def ca_secret_name(training: str) -> str:
 def aggregator_tls_secret_name(training: str) -> str:
     return f"{training}-aggregator-tls"
 
+
+MODEL_SERVER_LABEL = "fedwarden.io/model-server"
+"""On the model server's pods, which otherwise carry the aggregator's labels (its Service)."""
 
 MODEL_READER = "model-fetch"
 """The reader identity the operator issues for ``fedwarden model fetch``."""

@@ -1,29 +1,224 @@
-"""Fetching the aggregator's exported model (the ``FetchModel`` RPC) as a reader of the training.
+"""The ``FetchModel`` RPC: the exported model and its signed provenance, for readers only.
 
-The aggregator streams ``provenance.json`` and then ``model.safetensors`` in chunks; each file is
-written to a temporary file next to its destination as it arrives, checked to be whole (every
-offset in order, the announced size), fsynced and renamed into place, the model first. What was
-fetched is only bytes: the caller verifies the pair against the training's CA
-(:func:`fedwarden.model.verify_model`), which is what makes it trustworthy, whoever relayed it.
+Server side: :func:`serve_export` authorises the caller as a reader of the training
+(:func:`reader_of`: a verified, unrevoked certificate of the training's CA naming
+``.../reader/<name>``, which the operator issues; a client is refused ``not-a-reader``) and
+streams ``provenance.json`` then ``model.safetensors`` in chunks. The aggregator serves its
+export while it runs; :class:`ModelServer` (``fedwarden model serve``) serves the same RPC from
+the export directory once the training is over and the aggregator has exited.
+
+Client side: :func:`fetch_export` writes each file to a temporary file next to its destination as
+it arrives, checks it is whole (every offset in order, the announced size), fsyncs and renames it
+into place, the model first. What was fetched is only bytes: the caller verifies the pair
+against the training's CA (:func:`fedwarden.model.verify_model`), which is what makes it
+trustworthy, whoever relayed it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import logging
 import os
 import tempfile
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import grpc
 
+from fedwarden.pki import (
+    CertificateProblem,
+    PeerVerifier,
+    PKIError,
+    load_certificate,
+    reader_from_certificate,
+    verify_certificate,
+)
 from fedwarden.wire import fedwarden_pb2 as pb
-from fedwarden.wire.errors import WireError, reason_of_details
-from fedwarden.wire.transport import channel_credentials, channel_options
+from fedwarden.wire.errors import REASON_METADATA_KEY, WireError, reason_of_details, status_for
+from fedwarden.wire.transport import (
+    ReloadingServerCredentials,
+    channel_credentials,
+    channel_options,
+    peer_certificate_pem,
+    server_options,
+)
 
-FILES = ("provenance.json", "model.safetensors")
-METHOD = "/fedwarden.v1.Federation/FetchModel"
+log = logging.getLogger("fedwarden.wire")
+
+PROVENANCE_FILE = "provenance.json"
+MODEL_FILE = "model.safetensors"
+FILES = (PROVENANCE_FILE, MODEL_FILE)
+"""In the order they are sent."""
+SERVICE = "fedwarden.v1.Federation"
+METHOD = f"/{SERVICE}/FetchModel"
+
+ExportPair = tuple[bytes, IO[bytes]]
+"""``provenance.json``'s bytes and an open ``model.safetensors`` of the same export."""
+
+
+# --- serving -----------------------------------------------------------------------------------
+
+
+def reader_of(verifier: PeerVerifier, peer_pem: bytes | None) -> str:
+    """The reader behind a connection's peer certificate; :class:`WireError` otherwise."""
+    if peer_pem is None:
+        raise WireError("no-certificate", "the connection carries no client certificate")
+    try:
+        cert = load_certificate(peer_pem, "peer certificate")
+    except PKIError as exc:
+        raise WireError("bad-certificate", exc.message) from None
+    verifier.reload_revocations()
+    try:
+        verify_certificate(cert, verifier.bundle, purpose="client", crl=verifier.revocations)
+        return reader_from_certificate(cert, verifier.training)
+    except CertificateProblem as exc:
+        reason = "not-a-reader" if exc.reason == "not-a-reader" else "not-authorised"
+        raise WireError(reason, exc.message) from None
+
+
+def open_export(directory: Path) -> ExportPair | None:
+    """The export in ``directory``, or ``None`` when there is none. A file opened here keeps its
+    content when a later export renames a new one over it; the caller closes it."""
+    try:
+        provenance = (directory / PROVENANCE_FILE).read_bytes()
+        return provenance, (directory / MODEL_FILE).open("rb")
+    except FileNotFoundError:
+        return None
+
+
+async def export_chunks(
+    provenance: bytes, model: IO[bytes], chunk_bytes: int
+) -> AsyncIterator[pb.FileChunk]:
+    """The pair as ``FileChunk`` messages: the provenance, then the model read chunk by chunk
+    in a worker thread (a model may be hundreds of MB)."""
+    for offset in range(0, len(provenance), chunk_bytes):
+        yield pb.FileChunk(
+            file=PROVENANCE_FILE,
+            offset=offset,
+            data=provenance[offset : offset + chunk_bytes],
+            size=len(provenance),
+        )
+    size = os.fstat(model.fileno()).st_size
+    offset = 0
+    while offset < size:
+        data = await asyncio.to_thread(model.read, chunk_bytes)
+        if not data:
+            break
+        yield pb.FileChunk(file=MODEL_FILE, offset=offset, data=data, size=size)
+        offset += len(data)
+
+
+async def serve_export(
+    context: Any,
+    verifier: PeerVerifier,
+    open_pair: Callable[[], ExportPair | None],
+    *,
+    no_model: str,
+    chunk_bytes: int,
+    stall_timeout: float,
+    refused: Callable[[WireError], None],
+) -> None:
+    """The body of a ``FetchModel`` handler: authorise, then stream the pair. A refusal is
+    told to ``refused`` (to count and report it), then aborts the RPC."""
+    try:
+        reader = reader_of(verifier, peer_certificate_pem(context))
+        pair = open_pair()
+        if pair is None:
+            raise WireError("no-model", no_model)
+    except WireError as exc:
+        await _abort(context, exc, refused)
+        return
+    provenance, model = pair
+    log.info("the reader %r fetches the exported model", reader)
+    with model:
+        async for chunk in export_chunks(provenance, model, chunk_bytes):
+            try:
+                await asyncio.wait_for(context.write(chunk), stall_timeout)
+            except TimeoutError:
+                stalled = WireError("stalled", "the reader stopped reading the model")
+                await _abort(context, stalled, refused)
+                return
+
+
+async def _abort(context: Any, exc: WireError, refused: Callable[[WireError], None]) -> None:
+    refused(exc)
+    await context.abort(
+        status_for(exc.reason),
+        f"{exc.reason}: {exc.message}",
+        trailing_metadata=((REASON_METADATA_KEY, exc.reason),),
+    )
+
+
+class ModelServer:
+    """Serves ``FetchModel`` from an export directory once the aggregator is gone (the operator
+    runs it after a training finished), with the aggregator's certificate and trust: the same
+    endpoint, the same readers, nothing but the model."""
+
+    def __init__(
+        self,
+        directory: Path | str,
+        *,
+        cert: Path,
+        key: Path,
+        ca: Path,
+        verifier: PeerVerifier,
+        listen: str,
+        chunk_bytes: int = 1 << 20,
+        stall_timeout: float = 30.0,
+    ) -> None:
+        self.directory = Path(directory)
+        self.verifier = verifier
+        self.credentials = ReloadingServerCredentials(
+            cert, key, ca, on_bundle_change=verifier.set_bundle
+        )
+        self.listen = listen
+        self.chunk_bytes = chunk_bytes
+        self.stall_timeout = stall_timeout
+        self.port: int | None = None
+
+    async def _fetch_model(self, request: bytes, context: Any) -> None:
+        await serve_export(
+            context,
+            self.verifier,
+            lambda: open_export(self.directory),
+            no_model=f"no model was exported into {self.directory}",
+            chunk_bytes=self.chunk_bytes,
+            stall_timeout=self.stall_timeout,
+            refused=self._refused,
+        )
+
+    def _refused(self, refusal: WireError) -> None:
+        log.warning("refused a fetch: %s (%s)", refusal.message, refusal.reason)
+
+    async def serve(self, started: Callable[[int], None] | None = None) -> None:
+        """Listen until cancelled; ``started(port)`` once listening."""
+        server = grpc.aio.server(options=server_options(self.chunk_bytes))
+        handler = grpc.method_handlers_generic_handler(
+            SERVICE,
+            {
+                "FetchModel": grpc.unary_stream_rpc_method_handler(
+                    self._fetch_model, response_serializer=pb.FileChunk.SerializeToString
+                )
+            },
+        )
+        server.add_generic_rpc_handlers((handler,))
+        port = server.add_secure_port(self.listen, self.credentials.credentials())
+        if port == 0:
+            raise OSError(f"cannot listen on {self.listen} (in use, or not a local address?)")
+        self.port = port
+        await server.start()
+        if started is not None:
+            started(port)
+        try:
+            await server.wait_for_termination()
+        finally:
+            await server.stop(grace=1.0)
+
+
+# --- fetching ----------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)

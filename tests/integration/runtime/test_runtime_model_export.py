@@ -4,7 +4,10 @@ client) fetches it over mutual TLS."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +18,7 @@ from fedwarden.aggregator import ModelExported, Rejection, RoundFinished, load_c
 from fedwarden.model import MODEL_FILE, PROVENANCE_FILE, read_tensors, verify_model
 from fedwarden.pki import TrustBundle
 from fedwarden.wire import WireError
-from fedwarden.wire.fetch import FetchedFile, fetch_export
+from fedwarden.wire.fetch import FetchedFile, ModelServer, fetch_export
 
 CLIENTS = ["site-0", "site-1", "site-2"]
 
@@ -113,3 +116,52 @@ def test_a_reader_fetches_the_export_and_a_client_may_not(
     assert verified.rounds_completed == 1
     refusals = [r for r in reporter.of(Rejection) if r.stage == "model"]
     assert [r.reason for r in refusals] == ["not-a-reader"]
+
+
+def test_the_model_server_serves_a_finished_trainings_export_to_readers_only(
+    runtime_pki: RuntimePKI, tmp_path: Path
+) -> None:
+    out = tmp_path / "model"
+    agg, _ = make_aggregator(runtime_pki, rounds=1, min_available=3, output_model_dir=out)
+    try:
+        assert agg.port is not None
+        clients = ClientThreads(runtime_pki, agg.port, CLIENTS).start()
+        assert agg.wait(timeout=240) is not None
+        clients.join(TIMEOUT)
+    finally:
+        agg.stop()
+    tls = runtime_pki.tls()
+    server = ModelServer(
+        out, cert=tls.cert, key=tls.key, ca=tls.ca, verifier=tls.verifier(), listen="127.0.0.1:0"
+    )
+    ready = threading.Event()
+    loop = asyncio.new_event_loop()
+    serving = loop.create_task(server.serve(lambda _port: ready.set()))
+
+    def run() -> None:
+        with contextlib.suppress(asyncio.CancelledError):
+            loop.run_until_complete(serving)
+        loop.close()
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    try:
+        assert ready.wait(TIMEOUT)
+        ca_pem = runtime_pki.pki.bundle().to_pem()
+        reader = runtime_pki.pki.ca.issue_reader("model-fetch")
+        address = f"127.0.0.1:{server.port}"
+        alice = runtime_pki.client("alice")
+        with pytest.raises(WireError) as refused:
+            fetch_export(
+                address, tmp_path / "x", ca_pem=ca_pem,
+                cert_pem=alice.cert.read_bytes(), key_pem=alice.key.read_bytes(),
+            )  # fmt: skip
+        assert refused.value.reason == "not-a-reader"
+        fetch_export(
+            address, tmp_path / "fetched", ca_pem=ca_pem,
+            cert_pem=reader.cert_pem, key_pem=reader.key_pem,
+        )  # fmt: skip
+    finally:
+        loop.call_soon_threadsafe(serving.cancel)
+        thread.join(TIMEOUT)
+    assert verify_model(tmp_path / "fetched", ca_pem).rounds_completed == 1
