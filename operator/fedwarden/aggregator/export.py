@@ -31,7 +31,7 @@ import numpy as np
 import numpy.typing as npt
 
 from fedwarden.aggregator.reporting import ModelExported, RoundFinished
-from fedwarden.model import ExportedModel, Signer, export_model
+from fedwarden.model import Signer, export_model
 from fedwarden.pipeline import ParameterLayout
 from fedwarden.wire.fetch import ExportPair, open_export
 
@@ -165,7 +165,6 @@ class ModelExporter:
         self.layout = layout
         self.cert = cert
         self.key = key
-        self.last: ExportedModel | None = None
         self._lock = threading.Lock()
 
     def export(self, model: npt.NDArray[np.float32], facts: Mapping[str, Any]) -> ModelExported:
@@ -177,7 +176,6 @@ class ModelExporter:
             Signer.from_files(self.cert, self.key),
             lock=self._lock,
         )
-        self.last = exported
         log.info("exported the model of round %d (sha256 %s)", exported.round, exported.sha256)
         return ModelExported(
             round=exported.round, sha256=exported.sha256, directory=str(self.directory)

@@ -136,7 +136,6 @@ class ExportedModel:
     round: int
     sha256: str
     """Of ``model.safetensors``'s bytes."""
-    provenance: dict[str, Any] = field(repr=False)
 
 
 def _algorithm(key: PrivateKeyTypes) -> str:
@@ -202,7 +201,7 @@ def export_model(
     with lock if lock is not None else contextlib.nullcontext():
         write_atomic(directory / MODEL_FILE, model_bytes)
         write_atomic(directory / PROVENANCE_FILE, (text + "\n").encode("utf-8"))
-    return ExportedModel(directory, rounds, digest, body)
+    return ExportedModel(directory, rounds, digest)
 
 
 # --- verifying -------------------------------------------------------------------------------
