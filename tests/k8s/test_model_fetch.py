@@ -98,9 +98,10 @@ def test_the_model_is_fetched_from_the_cluster_and_verified(
             180,
             "model fetch to succeed",
         )
-    assert fetched.output.startswith("verified "), fetched.output
-    assert exported["sha256"] in fetched.output
-    summary = json.loads(_invoke(*fetch, "--json").output)
+    assert fetched.stderr.startswith(f"fetched {out} from {host}:{port}"), fetched.output
+    assert fetched.stdout.startswith("verified "), fetched.output
+    assert exported["sha256"] in fetched.stdout
+    summary = json.loads(_invoke(*fetch, "--json").stdout)
     assert summary["sha256"] == exported["sha256"]
     assert summary["signer"].endswith(f"/ns/{ns}/training/{NAME}/aggregator")
     assert summary["status_model"] == exported
