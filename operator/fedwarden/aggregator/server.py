@@ -16,8 +16,9 @@ A round, as the loop runs it:
    deadline (stragglers are dropped);
 4. run the pipeline on the accepted updates (validation, free riders, clipping, robust
    aggregation, DP, accountant); an exhausted privacy budget ends the training;
-5. write the post-round checkpoint atomically; only then serve the new model, revoke the
-   certificates of newly banned clients and report the round.
+5. write the post-round checkpoint atomically (then, with ``--output-model``, export the model
+   and its signed provenance: :mod:`fedwarden.aggregator.export`); only then serve the new
+   model, revoke the certificates of newly banned clients and report the round.
 
 :class:`Aggregator` is usable as a library object (``start()`` / ``wait()`` / ``stop()`` run it
 on a background thread, as the tests and the demo do) and as a process (``run()``).

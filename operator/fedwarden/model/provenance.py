@@ -159,7 +159,7 @@ def export_model(
     """Write ``model.safetensors`` and the signed ``provenance.json`` into ``directory``.
 
     ``facts`` is what the caller knows of the training (``training``, ``rounds_completed``,
-    ``privacy``, ``pipeline``, ``participation``, ``bans``...); ``rounds_completed`` is
+    ``privacy``, ``aggregation``, ``participation``, ``bans``...); ``rounds_completed`` is
     required. The model, the layout, the version and the time are added here. ``lock``, when
     given, is held over the two renames, so that a reader taking it sees a matching pair.
     """
