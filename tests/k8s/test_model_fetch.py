@@ -124,3 +124,10 @@ def test_the_model_is_fetched_from_the_cluster_and_verified(
     forged = _invoke("verify", str(out), "--ca", str(ca))
     assert forged.exit_code == 1
     assert "(bad-signature)" in forged.output
+    # a training that does not exist is named, in one line
+    absent = _invoke(
+        "fetch", "absent", "-n", ns, "--out", str(tmp_path / "absent"),
+        "--kubeconfig", str(cp.kubeconfig),
+    )  # fmt: skip
+    assert absent.exit_code == 1
+    assert f"no FederatedTraining {ns}/absent" in absent.stderr
