@@ -1,7 +1,8 @@
 """The trained model out of the test control plane: a training ends Succeeded with its model on
 status.model; `fedwarden model fetch` gets model and provenance from the model server behind the
 aggregator's Service (no exec), as the reader in the training's Secret, and verifies them; a
-flipped byte in either file fails `model verify` with the reason."""
+flipped byte in either file fails `model verify` with the reason; the model server goes with the
+training."""
 
 from __future__ import annotations
 
@@ -131,3 +132,11 @@ def test_the_model_is_fetched_from_the_cluster_and_verified(
     )  # fmt: skip
     assert absent.exit_code == 1
     assert f"no FederatedTraining {ns}/absent" in absent.stderr
+    # deleting the training takes its model server with it
+    with running_operator(cp, resync_seconds=2):
+        cp.kubectl("delete", "ft", NAME, "-n", ns, "--wait=true", "--timeout=50s")
+    wait_for(
+        lambda: not cp.api().get(f"/apis/apps/v1/namespaces/{ns}/deployments")["items"],
+        120,
+        "the model server gone",
+    )
