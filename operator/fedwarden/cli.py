@@ -53,6 +53,11 @@ SUBCOMMANDS: dict[str, Subcommand] = {
         "Run a secure federated training between processes on 127.0.0.1, under attack.",
         "all",
     ),
+    "model": Subcommand(
+        "fedwarden.commands.model:model",
+        "The trained model and its signed provenance: fetch it from a cluster, verify it.",
+        "model",
+    ),
     "operator": Subcommand(
         "fedwarden.commands.operator:operator",
         "Run the fedwarden operator: reconcile FederatedTrainings and FLClients.",
@@ -85,6 +90,7 @@ OPTIONAL_MODULES = frozenset(
         "mnist1d",
         "numpy",
         "prometheus_client",
+        "safetensors",
         "sklearn",
         "threadpoolctl",
     }

@@ -44,6 +44,7 @@ def test_every_generated_manifest_passes_server_side_dry_run(
     ca = CertificateAuthority.create(TrainingRef(ns, "mnist"))
     server = ca.issue_server(["mnist-aggregator"])
     issued = ca.issue_client("site-1")
+    reader = ca.issue_reader("model-fetch")
     flc = FLClient.model_validate(
         {"spec": {"trainingRef": {"name": "mnist"}, "issueKey": True, "region": "eu-west",
                   "workload": {"clientIndex": 1, "numClients": 2}}}
@@ -57,6 +58,9 @@ def test_every_generated_manifest_passes_server_side_dry_run(
         certificates.trust_config_map(
             owner, bundle=ca.cert_pem, crl=RevocationList.empty(ca).to_pem()
         ),
+        certificates.model_reader_secret(
+            owner, cert=reader.cert_pem, key=reader.key_pem, bundle=ca.cert_pem
+        ),
         certificates.client_certificate_secret(
             client_owner, "mnist", cert=issued.cert_pem, key=issued.key_pem, bundle=ca.cert_pem
         ),
@@ -67,6 +71,7 @@ def test_every_generated_manifest_passes_server_side_dry_run(
         aggregator.checkpoint_claim(owner, spec),
         aggregator.job(owner, spec, config_hash="0"),
         aggregator.job(owner, app_spec, config_hash="0"),
+        aggregator.model_server(owner, spec),
         aggregator.service(owner),
         aggregator.service_account(owner),
         aggregator.role(owner, ["site-1"]),

@@ -146,6 +146,7 @@ def test_examples_train_to_succeeded_and_survive_restarts_and_deletion(
         assert set(_owned(cp, ns, "secrets", "digits")) == {
             "digits-ca",
             "digits-aggregator-tls",
+            "digits-model-reader",
             *(f"site-{i}-tls" for i in range(10)),
         }
         # Argo CD's health check (examples/gitops/argocd) on the live resource
@@ -175,8 +176,8 @@ def test_examples_train_to_succeeded_and_survive_restarts_and_deletion(
 
         # deleting the training: its objects go, its clients' certificates are revoked
         cp.kubectl("delete", "ft", "digits", "-n", ns, "--wait=true", "--timeout=120s")
-        for kind in ("jobs", "secrets", "configmaps", "services", "roles", "networkpolicies",
-                     "persistentvolumeclaims", "serviceaccounts"):  # fmt: skip
+        for kind in ("jobs", "deployments", "secrets", "configmaps", "services", "roles",
+                     "networkpolicies", "persistentvolumeclaims", "serviceaccounts"):  # fmt: skip
             wait_for(lambda kind=kind: not _owned(cp, ns, kind, "digits"), 120, f"{kind} gone")
         for i in range(10):
             status = wait_for(

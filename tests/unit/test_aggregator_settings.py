@@ -25,7 +25,7 @@ OPTIONS = {p.name: p for p in aggregator_command.params if p.name}
 
 #: settings whose options the app interface adds to the command (issue 12, items 1, 2 and 5,
 #: built on other branches): the first test fails once they exist, to empty this set
-AWAITING_OPTIONS = {"initial_model", "output_model"}
+AWAITING_OPTIONS: set[str] = set()
 
 #: options of the command that the operator does not set, and why
 NOT_FROM_THE_OPERATOR = {

@@ -12,8 +12,9 @@ conflicts with it:
   ``bannedClients`` (sorted names), ``bannedCount``, ``lastMetrics`` (``accuracy``, ``loss``,
   ``updateNorm``, those known; under federated evaluation also ``evaluatedBy``, the number of
   clients whose claimed metrics were combined, and ``evaluatedRound``, the round whose model
-  they evaluated), and ``privacyStateLost`` (why this aggregator refuses to train:
-  no checkpoint, though the status shows ε spent; see :meth:`KubernetesReporter.recorded_progress`);
+  they evaluated), ``model`` (``round`` and ``sha256`` of the last export), and
+  ``privacyStateLost`` (why this aggregator refuses to train: no checkpoint, though the status
+  shows ε spent; see :meth:`KubernetesReporter.recorded_progress`);
 - ``FLClient.status`` (the client id is the FLClient's name, in the training's namespace):
   ``strikes``, ``lastScore``, ``roundsParticipated``, and on a ban ``phase: Banned`` with
   ``banReason`` (``<code>: <reason>``).
@@ -21,9 +22,10 @@ conflicts with it:
 How it works: the events update an in-memory :class:`StatusState` (cheap, on the caller's
 thread); a writer thread applies the latest state (a coalescing slot: a burst of events is one
 write) after ``TrainingStarted``, each ``RoundFinished`` (bans are decided at the end of a round
-and arrive with it) and ``TrainingFinished``. An FLClient is patched only when its desired status
-differs from what was last written. The API server's failures never reach the training: the
-writer logs, backs off and retries; :meth:`KubernetesReporter.close` flushes with a deadline.
+and arrive with it), ``ModelExported`` and ``TrainingFinished``. An FLClient is patched only
+when its desired status differs from what was last written. The API server's failures never
+reach the training: the writer logs, backs off and retries; :meth:`KubernetesReporter.close`
+flushes with a deadline.
 
 Server-side apply removes a field that a manager applied before and omits now, so every apply
 carries the full set of fields known. Before its first write the reporter reads the training's
@@ -55,6 +57,7 @@ from typing import Any, Protocol
 
 from fedwarden.aggregator.reporting import (
     Event,
+    ModelExported,
     RecordedProgress,
     Reporter,
     RoundFinished,
@@ -84,6 +87,7 @@ TRAINING_FIELDS = (
     "bannedCount",
     "lastMetrics",
     "privacyStateLost",
+    "model",
 )
 """The FederatedTraining status fields this reporter owns (and only these)."""
 
@@ -158,6 +162,8 @@ class StatusState:
     metrics: dict[str, float | int] = field(default_factory=dict)
     clients: dict[str, ClientFacts] = field(default_factory=dict)
     privacy_state_lost: str | None = None
+    model: dict[str, Any] | None = None
+    """``{"round", "sha256"}`` of the last export."""
 
     def copy(self) -> StatusState:
         return copy.deepcopy(self)
@@ -221,6 +227,9 @@ class StatusState:
             if (facts := self._client(name)) is not None:
                 facts.rounds_participated = int(count)
         self._ban(event.banned)
+
+    def model_exported(self, event: ModelExported) -> None:
+        self.model = {"round": event.round, "sha256": event.sha256}
 
     def training_finished(self, event: TrainingFinished) -> None:
         if event.status == "privacy-state-lost":
@@ -300,6 +309,8 @@ def training_status(
         out["lastMetrics"] = dict(state.metrics)
     if state.privacy_state_lost is not None:
         out["privacyStateLost"] = state.privacy_state_lost
+    if state.model is not None:
+        out["model"] = dict(state.model)
     return out
 
 
@@ -569,6 +580,9 @@ class KubernetesReporter(Reporter):
 
     def training_finished(self, event: TrainingFinished) -> None:
         self._update(lambda s: s.training_finished(event), write=True)
+
+    def model_exported(self, event: ModelExported) -> None:
+        self._update(lambda s: s.model_exported(event), write=True)
 
     def event(self, event: Event) -> None:
         """Round starts, refusals and flags change nothing the resources show."""

@@ -146,6 +146,17 @@ class TrainingFinished(Event):
     metrics: dict[str, float] = field(default_factory=dict)
 
 
+@dataclass
+class ModelExported(Event):
+    """The global model and its signed provenance were written (``--output-model``)."""
+
+    event: ClassVar[str] = "model_exported"
+    round: int
+    sha256: str
+    """Of ``model.safetensors``: what ``fedwarden model verify`` checks."""
+    directory: str
+
+
 EVENTS: dict[str, type[Event]] = {
     cls.event: cls
     for cls in (
@@ -156,6 +167,7 @@ EVENTS: dict[str, type[Event]] = {
         RoundAbandoned,
         RoundFinished,
         TrainingFinished,
+        ModelExported,
     )
 }
 
@@ -206,6 +218,9 @@ class Reporter:
     def training_finished(self, event: TrainingFinished) -> None:
         self.event(event)
 
+    def model_exported(self, event: ModelExported) -> None:
+        self.event(event)
+
     def event(self, event: Event) -> None:
         """Called for every event a subclass does not handle itself."""
 
@@ -231,6 +246,7 @@ _DISPATCH = {
     RoundAbandoned: "round_abandoned",
     RoundFinished: "round_finished",
     TrainingFinished: "training_finished",
+    ModelExported: "model_exported",
 }
 
 

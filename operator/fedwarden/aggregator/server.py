@@ -16,8 +16,9 @@ A round, as the loop runs it:
    deadline (stragglers are dropped);
 4. run the pipeline on the accepted updates (validation, free riders, clipping, robust
    aggregation, DP, accountant); an exhausted privacy budget ends the training;
-5. write the post-round checkpoint atomically; only then serve the new model, revoke the
-   certificates of newly banned clients and report the round.
+5. write the post-round checkpoint atomically (then, with ``--output-model``, export the model
+   and its signed provenance: :mod:`fedwarden.aggregator.export`); only then serve the new
+   model, revoke the certificates of newly banned clients and report the round.
 
 :class:`Aggregator` is usable as a library object (``start()`` / ``wait()`` / ``stop()`` run it
 on a background thread, as the tests and the demo do) and as a process (``run()``).
@@ -54,10 +55,12 @@ from fedwarden.aggregator.checkpoint import (
     save_checkpoint,
 )
 from fedwarden.aggregator.config import AggregatorConfig, Sampler
+from fedwarden.aggregator.export import ModelExporter, ParticipationHistory, provenance_facts
 from fedwarden.aggregator.metrics import AggregatorMetrics, HealthServer
 from fedwarden.aggregator.reporting import (
     ClientFlagged,
     Event,
+    ModelExported,
     Rejection,
     Reporter,
     RoundAbandoned,
@@ -101,6 +104,7 @@ from fedwarden.wire import (
     tensor_digest,
 )
 from fedwarden.wire.envelope import ROUND_TOKEN_BYTES
+from fedwarden.wire.fetch import serve_export
 
 log = logging.getLogger("fedwarden.aggregator")
 
@@ -206,6 +210,8 @@ class Aggregator:
         checkpoint_dir: where the checkpoint lives; ``None`` keeps no checkpoint.
         metrics_address: ``(host, port)`` of the HTTP server for /metrics, /healthz and
             /readyz (port 0 picks one; see :attr:`metrics_port`); ``None`` starts none.
+        output_model_dir: where the model and its signed provenance are exported after each
+            checkpoint and at the end (:mod:`fedwarden.aggregator.export`); ``None``: nowhere.
     """
 
     def __init__(
@@ -223,6 +229,7 @@ class Aggregator:
         checkpoint_dir: Path | str | None = None,
         metrics_address: tuple[str, int] | None = None,
         registry: CollectorRegistry | None = None,
+        output_model_dir: Path | str | None = None,
         layout: ParameterLayout | None = None,
     ) -> None:
         model = as_wire_array(initial_model).astype(np.float32, copy=True)
@@ -231,12 +238,6 @@ class Aggregator:
                 f"the initial model has {model.size} parameters, the pipeline expects "
                 f"{pipeline.dim}"
             )
-        self.layout = layout if layout is not None else ParameterLayout.single(model.size)
-        if self.layout.size != model.size:
-            raise ValueError(
-                f"the model's layout ({self.layout.describe()}) has {self.layout.size} "
-                f"parameters, the initial model {model.size}"
-            )
         if pipeline.config.privacy.mode != "none" and config.sampling != "poisson":
             raise ValueError(
                 "differential privacy needs sampling='poisson': the accountant's sample rate "
@@ -244,6 +245,18 @@ class Aggregator:
                 "of whoever is online has no fixed population"
             )
         self.dim = pipeline.dim
+        self.layout = layout if layout is not None else ParameterLayout.single(self.dim)
+        if self.layout.size != self.dim:
+            raise ValueError(
+                f"the model's layout has {self.layout.size} parameters ({self.layout.describe()}), "
+                f"the pipeline expects {self.dim}"
+            )
+        self.exporter = (
+            None
+            if output_model_dir is None
+            else ModelExporter(output_model_dir, self.layout, tls.cert, tls.key)
+        )
+        self.participation = ParticipationHistory()
         self.max_update_bytes = (
             config.max_update_bytes if config.max_update_bytes is not None else 4 * self.dim
         )
@@ -519,6 +532,7 @@ class Aggregator:
         self._nonces = {r: {bytes.fromhex(n) for n in ns} for r, ns in ckpt.nonces.items()}
         self._fates = {c: ClientFate.from_dict(f) for c, f in ckpt.fates.items()}
         self._revocations = list(ckpt.revocations)
+        self.participation = ParticipationHistory.from_dict(ckpt.extra.get("participation"))
         if ckpt.last_round is not None:
             event = event_from_dict(ckpt.last_round)
             assert isinstance(event, RoundFinished)
@@ -567,9 +581,32 @@ class Aggregator:
         )
         raise PrivacyStateLostError(message)
 
-    def _checkpoint(self, model: F32, rounds_done: int, last_round: RoundFinished | None) -> None:
-        if self.checkpoint_dir is None:
-            return
+    async def _save(self, model: F32, rounds_done: int, last_round: RoundFinished | None) -> None:
+        """The checkpoint, then the export (in a worker thread); report the export."""
+        exported = await asyncio.to_thread(self._checkpoint, model, rounds_done, last_round)
+        if exported is not None:
+            self._emit(exported)
+
+    def _checkpoint(
+        self, model: F32, rounds_done: int, last_round: RoundFinished | None
+    ) -> ModelExported | None:
+        if last_round is not None:
+            self.participation.record(last_round)
+        if self.checkpoint_dir is not None:
+            self._write_checkpoint(model, rounds_done, last_round)
+        if self.exporter is None:
+            return None
+        try:
+            return self.exporter.export(model, provenance_facts(self, rounds_done))
+        except (OSError, PKIError, ValueError) as exc:
+            # the training goes on; the next checkpoint exports again
+            log.error("could not export the model of round %d: %s", rounds_done, exc)
+            return None
+
+    def _write_checkpoint(
+        self, model: F32, rounds_done: int, last_round: RoundFinished | None
+    ) -> None:
+        assert self.checkpoint_dir is not None
         keep = rounds_done + 1 - self.config.nonce_rounds
         ckpt = Checkpoint(
             training_uid=self.training_uid,
@@ -581,6 +618,7 @@ class Aggregator:
             fates=self.fates(),
             last_round=None if last_round is None else last_round.to_dict(),
             finished=None if self.finished is None else _fields(self.finished),
+            extra={"participation": self.participation.to_dict()},
         )
         save_checkpoint(self.checkpoint_dir, ckpt)
 
@@ -805,7 +843,7 @@ class Aggregator:
             self._banned[client] = reason
             self._fate(client).banned = reason
         # the point of no return: once this file is renamed into place the round is done
-        await asyncio.to_thread(self._checkpoint, new_model, rnd.number, record)
+        await self._save(new_model, rnd.number, record)
         self.model = new_model
         self.model_digest = digest
         self.rounds_done = rnd.number
@@ -853,7 +891,7 @@ class Aggregator:
         )
         self.finished = event
         self.round = None
-        await asyncio.to_thread(self._checkpoint, self.model, self.rounds_done, self.last_round)
+        await self._save(self.model, self.rounds_done, self.last_round)
         self._emit(event)
         self._notify()
         await self._linger()
@@ -950,6 +988,9 @@ class Aggregator:
                 ),
                 "SubmitUpdate": grpc.stream_unary_rpc_method_handler(
                     self._submit_update, response_serializer=pb.SubmitReply.SerializeToString
+                ),
+                "FetchModel": grpc.unary_stream_rpc_method_handler(
+                    self._fetch_model, response_serializer=pb.FileChunk.SerializeToString
                 ),
             },
         )
@@ -1208,6 +1249,25 @@ class Aggregator:
                 await self._abort(context, "stalled", "the client stopped reading the model")
                 return
             self.metrics.sent(len(data))
+
+    async def _fetch_model(self, request: bytes, context: Any) -> None:
+        """The last export, to a reader of the training only (see wire/fetch.py)."""
+        await serve_export(
+            context,
+            self.verifier,
+            self.exporter.open_pair if self.exporter is not None else lambda: None,
+            no_model="no model was exported yet"
+            if self.exporter is not None
+            else "this aggregator exports no model (it runs without --output-model)",
+            chunk_bytes=self.config.chunk_bytes,
+            stall_timeout=self.config.stall_timeout,
+            refused=self._fetch_refused,
+        )
+
+    def _fetch_refused(self, refusal: WireError) -> None:
+        self.metrics.refuse_model(refusal.reason)
+        number = self._open_round_number()
+        self._emit(Rejection(number, "?reader", "model", refusal.reason, refusal.message))
 
     # --- receiving an update -------------------------------------------------------------
 

@@ -16,7 +16,7 @@ from fedwarden.pki import (
     TrustBundle,
     read_certificate,
 )
-from fedwarden.pki.identity import uri_sans
+from fedwarden.pki.identity import training_of_cas
 
 
 @dataclass(frozen=True)
@@ -105,14 +105,4 @@ class ServerTLS:
 
 def training_from_bundle(bundle: TrustBundle) -> TrainingRef:
     """The training a trust bundle's CAs were made for (the URI of ``fedwarden pki init-ca``)."""
-    for ca in bundle:
-        for uri in uri_sans(ca):
-            try:
-                return TrainingRef.from_uri(uri)
-            except InvalidInputError:
-                continue
-    raise InvalidInputError(
-        "not-a-fedwarden-ca",
-        "no CA in the bundle names a training (a URI spiffe://<trust-domain>/ns/<namespace>/"
-        f"training/<name>): {'; '.join(bundle.subjects())}",
-    )
+    return training_of_cas(bundle)

@@ -191,6 +191,7 @@ def crds() -> list[dict[str, Any]]:
             _column("Clients", "integer", ".status.enrolledClients", "Enrolled FLClients."),
             _column("Banned", "integer", ".status.bannedCount", "Banned FLClients."),
             _column("Accuracy", "number", ".status.lastMetrics.accuracy", "Last evaluation.", 1),
+            _column("Model", "integer", ".status.model.round", "Round of the exported model.", 1),
             _AGE,
         ],
         _root(

@@ -422,6 +422,16 @@ class MetricsStatus(Model):
     )
 
 
+class ModelStatus(Model):
+    """The last model the aggregator exported, signed (``fedwarden model fetch`` gets it)."""
+
+    round: int = Field(ge=0, description="Rounds completed when the model was exported.")
+    sha256: str = Field(
+        pattern=r"^[0-9a-f]{64}$",
+        description="SHA-256 of model.safetensors; its signed provenance.json names it too.",
+    )
+
+
 class FederatedTrainingStatus(Model):
     phase: TrainingPhase = "Pending"
     round: int = Field(default=0, ge=0, description="Rounds completed.")
@@ -439,6 +449,7 @@ class FederatedTrainingStatus(Model):
         description="Set by an aggregator that found no checkpoint while ε was already spent: "
         "it refuses to spend the budget again, and the training fails.",
     )
+    model: ModelStatus | None = None
     aggregator_endpoint: str | None = None
     start_time: str | None = None
     completion_time: str | None = None

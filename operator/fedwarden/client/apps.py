@@ -129,15 +129,16 @@ def load_app(
     *,
     run_config: Mapping[str, ConfigValue] | None = None,
     node_config: Mapping[str, ConfigValue] | None = None,
-    search_path: Sequence[Path] = (Path.cwd(),),
+    search_path: Sequence[Path] | None = None,
 ) -> App:
     """Import ``module:attr`` and adapt it to :class:`App` (see the module docstring).
 
     ``node_config`` and ``run_config`` reach a ``client_fn``'s context; a fedwarden app made by
-    a factory receives the same context. ``search_path`` is put in front of ``sys.path`` so
-    that an app next to the command (or in the image's working directory) imports.
+    a factory receives the same context. ``search_path`` (default: the working directory at
+    the call) is put in front of ``sys.path`` so that an app next to the command (or in the
+    image's working directory) imports.
     """
-    target = _import(spec, search_path)
+    target = _import(spec, [Path.cwd()] if search_path is None else search_path)
     context = _context(dict(node_config or {}), dict(run_config or {}))
     return _adapt(target, spec, context)
 

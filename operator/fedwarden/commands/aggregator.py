@@ -224,10 +224,19 @@ _DIR = click.Path(file_okay=False, path_type=Path)
     "model and the test-set evaluation of each round.",
 )
 @click.option(
+    "--initial-model",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    metavar="FILE",
+    help="The initial model: a .safetensors or .npz file of named arrays (e.g. from `fedwarden "
+    "model init`). With --app or --task it must match their tensors exactly.",
+)
+@click.option(
     "--num-parameters",
     type=click.IntRange(min=1),
     default=None,
-    help="Model size when there is no --app or --task (the initial model is zeros).",
+    help="Model size when there is no --app, --task or --initial-model (the initial model is "
+    "zeros).",
 )
 @click.option(
     "--evaluation",
@@ -304,6 +313,14 @@ _DIR = click.Path(file_okay=False, path_type=Path)
     type=_DIR,
     default=None,
     help="Where the atomic checkpoint lives; a restart with the same options resumes from it.",
+)
+@click.option(
+    "--output-model",
+    type=_DIR,
+    default=None,
+    metavar="DIR",
+    help="Export the global model at each checkpoint and at the end: DIR/model.safetensors and "
+    "DIR/provenance.json, signed with the server's key (check with `fedwarden model verify`).",
 )
 @click.option(
     "--report-jsonl", type=_PATH, default=None, help="Append one JSON object per event here."
@@ -537,29 +554,46 @@ def _build(options: dict[str, Any]) -> Any:
         checkpoint_dir=options["checkpoint_dir"],
         metrics_address=options["metrics_address"],
         layout=layout,
+        output_model_dir=options["output_model"],
     )
 
 
 def _model(options: dict[str, Any]) -> tuple[Any, Any, Any]:
-    """``(initial model, layout, evaluator)`` from --app, --task or --num-parameters (whose
-    layout is unknown: ``None``); the evaluator is ``None`` under federated evaluation. The
-    initial model never comes from a client."""
+    """``(initial model, layout, evaluator)`` from --app or --task, --initial-model, or
+    --num-parameters (whose layout is unknown: ``None``); the evaluator is ``None`` under
+    federated evaluation. The initial model never comes from a client."""
     import numpy as np
 
     from fedwarden.client import AppError, load_app
     from fedwarden.commands._app_options import app_selection
+    from fedwarden.model import ModelFileError, check_layout, read_tensors
+    from fedwarden.pipeline import ParameterLayout
 
-    chosen = [o for o in ("app", "task", "num_parameters") if options[o] is not None]
-    if len(chosen) != 1:
+    sources = [o for o in ("app", "task", "num_parameters") if options[o] is not None]
+    if len(sources) > 1 or not (sources or options["initial_model"]):
         raise click.UsageError(
             "give one of --app MODULE:ATTR (the training's app), --task NAME (a built-in task) "
-            "or --num-parameters N"
+            "or --num-parameters N, and/or --initial-model FILE"
         )
     evaluation = options["evaluation"] or ("server" if options["task"] is not None else "federated")
-    if options["num_parameters"] is not None:
-        if evaluation == "server":
-            raise click.UsageError("--evaluation server needs --app or --task")
-        return np.zeros(options["num_parameters"], dtype=np.float32), None, None
+    if evaluation == "server" and options["app"] is None and options["task"] is None:
+        raise click.UsageError("--evaluation server needs --app or --task")
+    tensors = None
+    if options["initial_model"] is not None:
+        try:
+            tensors = read_tensors(options["initial_model"])
+        except ModelFileError as exc:
+            raise click.ClickException(str(exc)) from exc
+    if options["app"] is None and options["task"] is None:
+        if tensors is None:
+            return np.zeros(options["num_parameters"], dtype=np.float32), None, None
+        layout = ParameterLayout.of_named(tensors)
+        if options["num_parameters"] not in (None, layout.size):
+            raise click.ClickException(
+                f"{options['initial_model']} holds {layout.size} parameters, --num-parameters "
+                f"says {options['num_parameters']}"
+            )
+        return layout.join(tensors), layout, None
     spec, run_config = app_selection(
         options["app"],
         options["app_config"],
@@ -570,8 +604,13 @@ def _model(options: dict[str, Any]) -> tuple[Any, Any, Any]:
         app = load_app(
             spec, run_config=run_config, node_config={"partition-id": 0, "num-partitions": 1}
         )
-        initial = app.initial_parameters()
-    except AppError as exc:
-        raise click.ClickException(str(exc)) from exc
-
+        if tensors is None:
+            initial = app.initial_parameters()
+        else:
+            check_layout(tensors, app.layout)
+            initial = app.layout.join(tensors)
+    except (AppError, ModelFileError) as exc:
+        raise click.ClickException(
+            f"{options['initial_model']}: {exc}" if isinstance(exc, ModelFileError) else str(exc)
+        ) from exc
     return initial, app.layout, app.evaluate if evaluation == "server" else None

@@ -134,6 +134,27 @@ def ensure_server_certificate(
     return issued.certificate, "CertificateIssued" if current is None else "CertificateRenewed"
 
 
+def ensure_reader_certificate(
+    cluster: Cluster, owner: Owner, pki: TrainingPKI, spec: CertificateSpec, now: dt.datetime
+) -> x509.Certificate:
+    """The reader identity of ``fedwarden model fetch`` (names.MODEL_READER), issued or renewed
+    when due, as the aggregator's is."""
+    name = names.model_reader_secret_name(owner.name)
+    current = _secret_value(cluster.get("v1", "Secret", name, owner.namespace), "tls.crt")
+    if current is not None:
+        cert = load_certificate(current)
+        if cert.issuer == pki.ca.certificate.subject and not due(cert, spec, now):
+            return cert
+    duration, _ = durations(spec)
+    issued = pki.ca.issue_reader(names.MODEL_READER, duration=duration, now=now)
+    cluster.apply(
+        certificates.model_reader_secret(
+            owner, cert=issued.cert_pem, key=issued.key_pem, bundle=pki.bundle
+        )
+    )
+    return issued.certificate
+
+
 def ensure_client_certificate(
     cluster: Cluster,
     client: Owner,

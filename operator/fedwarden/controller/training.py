@@ -99,6 +99,7 @@ def _reconcile_training(
     server_cert, issued = pki_store.ensure_server_certificate(
         cluster, owner, pki, spec.certificates, now
     )
+    pki_store.ensure_reader_certificate(cluster, owner, pki, spec.certificates, now)
     if created:
         cluster.event(body, "CertificateAuthorityCreated", f"CA {pki.ca.subject}")
     if issued is not None:
@@ -156,8 +157,12 @@ def _reconcile_training(
         reported=reported,
     )
     if previous_phase in FINISHED and job is None:
+        cluster.apply(aggregator.model_server(owner, spec))
         return reported  # finished earlier and the Job is gone: the status stays as it was
     status = training_status(state, now_rfc3339())
+    if status["phase"] in FINISHED:
+        # the aggregator has exited: the model is served from its volume from now on
+        cluster.apply(aggregator.model_server(owner, spec))
     status["aggregatorEndpoint"] = f"{names.aggregator_host(owner.name, owner.namespace)}:8443"
     cluster.apply_status(KIND, owner.name, owner.namespace, status)
     if status["phase"] != previous_phase and status["phase"] in _PHASE_EVENTS:

@@ -33,18 +33,26 @@ log = logging.getLogger("fedwarden.k8s")
 OPERATOR_FIELD_MANAGER = "fedwarden-operator"
 
 
-def connect(
+def client_configuration(
     kubeconfig: str | None = None, service_account_dir: Path | str = SERVICE_ACCOUNT_DIR
-) -> Cluster:
+) -> k8s_client.Configuration:
     """``kubeconfig`` when given; else the service account in ``service_account_dir`` when it
     holds a token (in a pod; see :mod:`fedwarden.k8s.credentials`); else the default kubeconfig
     (``~/.kube/config``)."""
+    configuration: k8s_client.Configuration
     if kubeconfig is None and ServiceAccount.present(service_account_dir):
         configuration = ServiceAccount.read(service_account_dir).configuration()
-    else:
-        configuration = k8s_client.Configuration()
-        k8s_config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
-    return Cluster(k8s_client.ApiClient(configuration))
+        return configuration
+    configuration = k8s_client.Configuration()
+    k8s_config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
+    return configuration
+
+
+def connect(
+    kubeconfig: str | None = None, service_account_dir: Path | str = SERVICE_ACCOUNT_DIR
+) -> Cluster:
+    """A :class:`Cluster` with the credentials of :func:`client_configuration`."""
+    return Cluster(k8s_client.ApiClient(client_configuration(kubeconfig, service_account_dir)))
 
 
 def _digest(body: dict[str, Any]) -> str:

@@ -56,6 +56,7 @@ from fedwarden.pki.identity import (
     ClientIdentity,
     TrainingRef,
     identity_from_certificate,
+    reader_from_certificate,
 )
 from fedwarden.pki.keys import KEY_ALGORITHMS, KeyAlgorithm, generate_key
 from fedwarden.pki.reload import KeyPairWatcher
@@ -125,6 +126,7 @@ __all__ = [
     "read_certificate",
     "read_certificates",
     "read_private_key",
+    "reader_from_certificate",
     "renewal_time",
     "rotation_bundle",
     "server_ssl_context",

@@ -303,6 +303,33 @@ class CertificateAuthority:
         cert = self.sign_client_key(key.public_key(), client, duration=duration, now=now)
         return IssuedCertificate(cert, key)
 
+    def issue_reader(
+        self,
+        name: str,
+        *,
+        duration: dt.timedelta = DEFAULT_LEAF_DURATION,
+        now: dt.datetime | None = None,
+        key: SigningKey | None = None,
+    ) -> IssuedCertificate:
+        """A key and client certificate for a reader of the training (``.../reader/<name>``):
+        it may fetch the exported model from the aggregator, and cannot act as a client."""
+        key = key if key is not None else generate_key("ecdsa-p256")
+        training = self.training
+        cert = self._sign_leaf(
+            _name(
+                (NameOID.ORGANIZATION_NAME, "fedwarden"),
+                (NameOID.ORGANIZATIONAL_UNIT_NAME, training.namespace),
+                (NameOID.ORGANIZATIONAL_UNIT_NAME, training.training),
+                (NameOID.COMMON_NAME, f"reader {name}"),
+            ),
+            key.public_key(),
+            [x509.UniformResourceIdentifier(training.reader_uri(name))],
+            ExtendedKeyUsageOID.CLIENT_AUTH,
+            duration=duration,
+            now=now,
+        )
+        return IssuedCertificate(cert, key)
+
     def sign_client_key(
         self,
         public_key: CertificatePublicKeyTypes,

@@ -6,6 +6,11 @@ carried as the one URI subjectAltName of a certificate::
     spiffe://<trust-domain>/ns/<namespace>/training/<training>                      the CA
     spiffe://<trust-domain>/ns/<namespace>/training/<training>/client/<client>      a client
     spiffe://<trust-domain>/ns/<namespace>/training/<training>/aggregator           the server
+    spiffe://<trust-domain>/ns/<namespace>/training/<training>/reader/<reader>      a reader
+
+A reader may fetch the exported model from the aggregator and nothing else; it is no client
+(:func:`identity_from_certificate` refuses it) and a client is no reader
+(:func:`reader_from_certificate` refuses it).
 
 The aggregator takes a client's identity from the URI of its TLS peer certificate, never from a
 message, and :func:`identity_from_certificate` refuses everything that is not exactly a client of
@@ -20,6 +25,7 @@ are also the commonName of certificates (at most 64 characters in X.509).
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from cryptography import x509
@@ -97,6 +103,9 @@ class TrainingRef:
     @property
     def aggregator_uri(self) -> str:
         return f"{self.uri}/aggregator"
+
+    def reader_uri(self, name: str) -> str:
+        return f"{self.uri}/reader/{check_name('reader name', name)}"
 
     def client(self, name: str) -> ClientIdentity:
         return ClientIdentity(self.namespace, self.training, name, self.trust_domain)
@@ -232,3 +241,36 @@ def identity_from_certificate(cert: x509.Certificate, training: TrainingRef) -> 
             f"{identity.client!r} named by the URI",
         )
     return identity
+
+
+def training_of_cas(cas: Iterable[x509.Certificate]) -> TrainingRef:
+    """The training the CAs were made for (the URI of ``fedwarden pki init-ca``); the first CA
+    that names one decides."""
+    subjects = []
+    for ca in cas:
+        subjects.append(ca.subject.rfc4514_string())
+        for uri in uri_sans(ca):
+            try:
+                return TrainingRef.from_uri(uri)
+            except InvalidInputError:
+                continue
+    raise InvalidInputError(
+        "not-a-fedwarden-ca",
+        "no CA in the bundle names a training (a URI spiffe://<trust-domain>/ns/<namespace>/"
+        f"training/<name>): {'; '.join(subjects)}",
+    )
+
+
+def reader_from_certificate(cert: x509.Certificate, training: TrainingRef) -> str:
+    """The reader a (verified) peer certificate names, if it is a reader of ``training``; else
+    :class:`CertificateProblem` with reason ``not-a-reader``."""
+    uris = uri_sans(cert)
+    prefix = f"{training.uri}/reader/"
+    if len(uris) != 1 or not uris[0].startswith(prefix) or "/" in uris[0][len(prefix) :]:
+        who = ", ".join(uris) or cert.subject.rfc4514_string()
+        raise CertificateProblem(
+            "not-a-reader",
+            f"{who} is not a reader of training {training} ({prefix}<name>); only a reader "
+            "identity issued by the operator may fetch the model",
+        )
+    return uris[0][len(prefix) :]

@@ -130,6 +130,7 @@ def job(owner: Owner, spec: FederatedTrainingSpec, *, config_hash: str) -> dict[
         "--metrics-address", f"0.0.0.0:{METRICS_PORT}",
         "--checkpoint-dir", f"{STATE_DIR}/checkpoint",
         "--report-jsonl", f"{STATE_DIR}/report.jsonl",
+        "--output-model", f"{STATE_DIR}/model",
         "--service-account-dir", SERVICE_ACCOUNT_DIR,
     ]  # fmt: skip
     app = spec.task.app
@@ -238,6 +239,76 @@ def _initial_model_container(app: AppSpec, aggregator: AggregatorSpec) -> dict[s
     if aggregator.resources is not None:
         container["resources"] = aggregator.resources.to_k8s()
     return container
+
+
+def model_server(owner: Owner, spec: FederatedTrainingSpec) -> dict[str, Any]:
+    """After the training, ``fedwarden model fetch`` still needs someone to serve the export:
+    this Deployment runs ``fedwarden model serve`` on the checkpoint volume (read-only), with
+    the aggregator's certificate and labels, so the aggregator's Service and endpoint reach
+    it. It serves only ``FetchModel``, only to the training's reader, and goes with the
+    training (owner reference; ``ttlSecondsAfterFinished``)."""
+    name = names.model_server_name(owner.name)
+    labels = names.training_labels(owner.name, "aggregator")
+    command = [
+        "fedwarden", "model", "serve", f"{STATE_DIR}/model",
+        "--tls-dir", TLS_DIR,
+        "--crl", f"{TRUST_DIR}/crl.pem",
+        "--listen", f"0.0.0.0:{GRPC_PORT}",
+    ]  # fmt: skip
+    container: dict[str, Any] = {
+        "name": "model-server",
+        "image": spec.aggregator.image,
+        "imagePullPolicy": spec.aggregator.image_pull_policy,
+        "command": command,
+        "ports": [{"name": "grpc", "containerPort": GRPC_PORT, "protocol": "TCP"}],
+        "readinessProbe": {"tcpSocket": {"port": "grpc"}, "periodSeconds": 10},
+        "resources": {
+            "requests": {"cpu": "10m", "memory": "64Mi"},
+            "limits": {"memory": "256Mi"},
+        },
+        "securityContext": container_security_context(),
+        "volumeMounts": [
+            {"name": "tls", "mountPath": TLS_DIR, "readOnly": True},
+            {"name": "trust", "mountPath": TRUST_DIR, "readOnly": True},
+            {"name": "state", "mountPath": STATE_DIR, "readOnly": True},
+        ],
+    }
+    pod_spec: dict[str, Any] = {
+        "automountServiceAccountToken": False,  # it talks to no API server
+        "securityContext": pod_security_context(),
+        "containers": [container],
+        "volumes": [
+            {
+                "name": "tls",
+                "secret": {"secretName": names.aggregator_tls_secret_name(owner.name)},
+            },
+            {"name": "trust", "configMap": {"name": names.trust_configmap_name(owner.name)}},
+            {
+                "name": "state",
+                "persistentVolumeClaim": {
+                    "claimName": names.checkpoint_claim_name(owner.name),
+                    "readOnly": True,
+                },
+            },
+        ],
+    }
+    if spec.aggregator.node_selector:
+        pod_spec["nodeSelector"] = dict(spec.aggregator.node_selector)
+    if spec.data_residency is not None:
+        pod_spec["affinity"] = region_affinity(spec.data_residency.allowed_regions)
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": owner.metadata(name, labels),
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": {**labels, names.MODEL_SERVER_LABEL: "true"}},
+            "template": {
+                "metadata": {"labels": {**labels, names.MODEL_SERVER_LABEL: "true"}},
+                "spec": pod_spec,
+            },
+        },
+    }
 
 
 def service(owner: Owner) -> dict[str, Any]:

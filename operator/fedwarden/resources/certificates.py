@@ -61,6 +61,19 @@ def aggregator_tls_secret(
     )
 
 
+def model_reader_secret(owner: Owner, *, cert: bytes, key: bytes, bundle: bytes) -> dict[str, Any]:
+    """The reader identity of ``fedwarden model fetch``: RBAC on this Secret decides who may
+    fetch the trained model from the aggregator."""
+    return tls_secret(
+        owner,
+        names.model_reader_secret_name(owner.name),
+        names.training_labels(owner.name, "model-reader"),
+        cert=cert,
+        key=key,
+        ca=bundle,
+    )
+
+
 def trust_config_map(owner: Owner, *, bundle: bytes, crl: bytes) -> dict[str, Any]:
     """The CA bundle and the revocation list: public material for the aggregator and the sites."""
     return {

@@ -61,12 +61,28 @@ def aggregator_name(training: str) -> str:
     return f"{training}-aggregator"
 
 
+def model_server_name(training: str) -> str:
+    return f"{training}-model"
+
+
 def ca_secret_name(training: str) -> str:
     return f"{training}-ca"
 
 
 def aggregator_tls_secret_name(training: str) -> str:
     return f"{training}-aggregator-tls"
+
+
+MODEL_SERVER_LABEL = "fedwarden.io/model-server"
+"""On the model server's pods, which otherwise carry the aggregator's labels (its Service)."""
+
+MODEL_READER = "model-fetch"
+"""The reader identity the operator issues for ``fedwarden model fetch``."""
+
+
+def model_reader_secret_name(training: str) -> str:
+    """The reader's key and certificate: who may read this Secret may fetch the model."""
+    return f"{training}-model-reader"
 
 
 def trust_configmap_name(training: str) -> str:

@@ -120,6 +120,13 @@ REASONS: dict[str, ReasonInfo] = {
     "throttled": ReasonInfo(
         _M, _S.RESOURCE_EXHAUSTED, "too many downloads of the model this round"
     ),
+    # --- the exported model (FetchModel) -----------------------------------------------------
+    "not-a-reader": ReasonInfo(
+        _M, _S.PERMISSION_DENIED, "only the training's reader identity may fetch the export"
+    ),
+    "no-model": ReasonInfo(
+        _M, _S.NOT_FOUND, "no model was exported yet, or the aggregator exports none"
+    ),
 }
 """Every reason code the runtime reports, by stage. docs/runtime.md has the same table."""
 

@@ -54,6 +54,11 @@ class FederationStub:
                 request_serializer=fedwarden_dot_wire_dot_fedwarden__pb2.UpdateMessage.SerializeToString,
                 response_deserializer=fedwarden_dot_wire_dot_fedwarden__pb2.SubmitReply.FromString,
                 _registered_method=True)
+        self.FetchModel = channel.unary_stream(
+                '/fedwarden.v1.Federation/FetchModel',
+                request_serializer=fedwarden_dot_wire_dot_fedwarden__pb2.FetchModelRequest.SerializeToString,
+                response_deserializer=fedwarden_dot_wire_dot_fedwarden__pb2.FileChunk.FromString,
+                _registered_method=True)
 
 
 class FederationServicer:
@@ -90,6 +95,16 @@ class FederationServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def FetchModel(self, request, context):
+        """The last exported model (--output-model) and its signed provenance, in chunks:
+        provenance.json, then model.safetensors. Only a reader of the training may call it
+        (a certificate naming .../training/<name>/reader/<reader>, issued by the operator); a
+        client is refused (not-a-reader). The caller checks the pair with the training's CA.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_FederationServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -112,6 +127,11 @@ def add_FederationServicer_to_server(servicer, server):
                     servicer.SubmitUpdate,
                     request_deserializer=fedwarden_dot_wire_dot_fedwarden__pb2.UpdateMessage.FromString,
                     response_serializer=fedwarden_dot_wire_dot_fedwarden__pb2.SubmitReply.SerializeToString,
+            ),
+            'FetchModel': grpc.unary_stream_rpc_method_handler(
+                    servicer.FetchModel,
+                    request_deserializer=fedwarden_dot_wire_dot_fedwarden__pb2.FetchModelRequest.FromString,
+                    response_serializer=fedwarden_dot_wire_dot_fedwarden__pb2.FileChunk.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -222,6 +242,33 @@ class Federation:
             '/fedwarden.v1.Federation/SubmitUpdate',
             fedwarden_dot_wire_dot_fedwarden__pb2.UpdateMessage.SerializeToString,
             fedwarden_dot_wire_dot_fedwarden__pb2.SubmitReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FetchModel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/fedwarden.v1.Federation/FetchModel',
+            fedwarden_dot_wire_dot_fedwarden__pb2.FetchModelRequest.SerializeToString,
+            fedwarden_dot_wire_dot_fedwarden__pb2.FileChunk.FromString,
             options,
             channel_credentials,
             insecure,

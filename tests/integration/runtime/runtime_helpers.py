@@ -132,6 +132,7 @@ def make_aggregator(
     metrics: bool = False,
     dim: int | None = None,
     layout: ParameterLayout | None = None,
+    output_model_dir: Path | None = None,
     **config: Any,
 ) -> tuple[Aggregator, RecordingReporter]:
     """An aggregator on 127.0.0.1:0 for the digits task (or zeros of ``dim``, laid out as
@@ -167,6 +168,7 @@ def make_aggregator(
         checkpoint_dir=checkpoint_dir,
         metrics_address=("127.0.0.1", 0) if metrics else None,
         layout=layout if layout is not None else (task.layout if task is not None else None),
+        output_model_dir=output_model_dir,
     )
     agg.start(timeout=TIMEOUT)
     return agg, recording

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 from runtime_helpers import TIMEOUT, RuntimePKI, make_aggregator
 
 from fedwarden.aggregator import RoundFinished
@@ -157,3 +158,35 @@ def test_client_processes_name_a_broken_app_in_one_line(runtime_pki: RuntimePKI)
         assert agg.wait(0) is None  # the aggregator is unaffected, still waiting for a round
     finally:
         agg.stop()
+
+
+def test_model_init_writes_the_apps_initial_model_and_the_aggregator_checks_a_file(
+    runtime_pki: RuntimePKI, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from click.testing import CliRunner
+
+    from fedwarden.cli import main
+    from fedwarden.model import read_tensors
+
+    monkeypatch.chdir(FIXTURES)
+    runner = CliRunner()
+    out = tmp_path / "initial.safetensors"
+    done = runner.invoke(main, ["model", "init", "--app", "broken:Base", "--out", str(out)])
+    assert done.exit_code == 0, done.output
+    assert {k: v.shape for k, v in read_tensors(out).items()} == {"0": (2, 2)}
+
+    base = ["aggregator", "--pki-dir", str(runtime_pki.ca_dir), "--rounds", "1"]
+    wrong = tmp_path / "wrong.npz"
+    np.savez(wrong, weight=np.zeros((3, 3), np.float32))
+    for extra, message in (
+        (
+            ["--task", "digits-logreg", "--initial-model", str(wrong)],
+            "missing bias; 'weight' has shape 3x3, the model's is 64x10",
+        ),
+        (["--initial-model", str(wrong), "--num-parameters", "5"], "holds 9 parameters"),
+        (["--initial-model", str(tmp_path / "none.safetensors")], "no such file"),
+    ):
+        done = runner.invoke(main, [*base, *extra])
+        assert done.exit_code == 1, done.output
+        assert message in done.output
+        assert "Traceback" not in done.output

@@ -27,6 +27,7 @@ from fedwarden.aggregator.kubernetes import (
 )
 from fedwarden.aggregator.reporting import (
     ClientFlagged,
+    ModelExported,
     RecordedProgress,
     Rejection,
     RoundFinished,
@@ -446,3 +447,23 @@ def test_a_lost_privacy_state_is_written_and_a_later_resumed_process_clears_it()
     state = StatusState()
     state.training_started(started(resumed=4, epsilon=1.25))
     assert "privacyStateLost" not in training_status(status, state)
+
+
+def test_an_export_shows_as_the_model_on_the_training() -> None:
+    api = FakeStatusApi()
+    rep = reporter(api)
+    rep.resume(None)
+    rep.training_started(started())
+    rep.round_finished(finished_round(1, 0.2))
+    rep.model_exported(ModelExported(round=1, sha256="ab" * 32, directory="/out"))
+    assert rep.flush(5)
+    assert api.statuses[(TRAININGS, "mnist")]["model"] == {"round": 1, "sha256": "ab" * 32}
+    rep.close()
+    # a restarted aggregator that has not exported yet keeps the resource's model
+    again = reporter(FakeStatusApi({(TRAININGS, "mnist"): api.statuses[(TRAININGS, "mnist")]}))
+    again.resume(None)
+    again.training_started(started(resumed=1))
+    assert again.flush(5)
+    statuses = again.api.statuses  # type: ignore[attr-defined]
+    assert statuses[(TRAININGS, "mnist")]["model"]["round"] == 1
+    again.close()
