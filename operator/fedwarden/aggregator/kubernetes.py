@@ -7,8 +7,10 @@ only the fields the aggregator owns, so that the operator (field manager ``fedwa
 phase, conditions, enrolled clients, endpoint, observed generation, message, times) never
 conflicts with it:
 
-- ``FederatedTraining.status``: ``round`` (rounds completed), ``epsilonSpent``, ``delta``,
-  ``noiseMultiplier``, ``participants`` (of the last round), ``rejectedUpdates`` (so far),
+- ``FederatedTraining.status``: ``round`` (rounds completed), ``epsilonSpent`` (under
+  record-level DP the largest ε over the sites), ``privacyUnit`` (``record`` or ``client``: whom
+  that ε protects), ``delta``, ``noiseMultiplier``, ``participants`` (of the last round),
+  ``rejectedUpdates`` (so far),
   ``bannedClients`` (sorted names), ``bannedCount``, ``lastMetrics`` (``accuracy``, ``loss``,
   ``updateNorm``, those known; under federated evaluation also ``evaluatedBy``, the number of
   clients whose claimed metrics were combined, and ``evaluatedRound``, the round whose model
@@ -74,6 +76,7 @@ CLIENTS = "flclients"
 TRAINING_FIELDS = (
     "round",
     "epsilonSpent",
+    "privacyUnit",
     "delta",
     "noiseMultiplier",
     "participants",
@@ -141,6 +144,7 @@ class StatusState:
 
     round: int | None = None
     epsilon: float | None = None
+    privacy_unit: str | None = None
     delta: float | None = None
     noise_multiplier: float | None = None
     participants: int | None = None
@@ -192,6 +196,7 @@ class StatusState:
         noise = event.privacy.get("noise_multiplier")
         if noise is not None and math.isfinite(float(noise)):
             self.noise_multiplier = float(noise)
+        self.privacy_unit = event.privacy.get("unit")
         self._ban(event.banned)
 
     def round_finished(self, event: RoundFinished, *, replayed: bool = False) -> None:
@@ -267,6 +272,8 @@ def training_status(
             out["epsilonSpent"] = float(seeded)
         else:
             out["epsilonSpent"] = spent
+    if state.privacy_unit is not None:
+        out["privacyUnit"] = state.privacy_unit
     if state.delta is not None:
         out["delta"] = state.delta
     if state.noise_multiplier is not None:

@@ -45,6 +45,16 @@ def client_job(
         ]  # fmt: skip
         if workload.client_index is not None:
             command += ["--client-index", str(workload.client_index)]
+        privacy = training_spec.privacy
+        if privacy.mode == "record":
+            # the built-in app's DP-SGD, with the budget the aggregator announces
+            assert privacy.target_epsilon is not None
+            for setting in (
+                f"dp-epsilon={privacy.target_epsilon}",
+                f"dp-delta={privacy.delta}",
+                f"dp-rounds={training_spec.rounds}",
+            ):
+                command += ["--app-config", setting]
         command += list(workload.extra_args or [])
     labels = names.client_labels(training, owner.name)
     container: dict[str, Any] = {

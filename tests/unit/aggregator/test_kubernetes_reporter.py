@@ -44,12 +44,14 @@ def started(resumed: int = 0, epsilon: float = 0.0, *, dp: bool = True, **kw: An
         num_parameters=100,
         resumed_from_round=resumed,
         epsilon=epsilon,
-        privacy={"mode": "central", "noise_multiplier": 1.1, "delta": 1e-5}
-        if dp
-        else {"mode": "none", "noise_multiplier": None, "delta": None},
-        sampling={},
-        address="127.0.0.1:1",
-        **kw,
+        **{
+            "privacy": {"mode": "central", "noise_multiplier": 1.1, "delta": 1e-5}
+            if dp
+            else {"mode": "none", "noise_multiplier": None, "delta": None},
+            "sampling": {},
+            "address": "127.0.0.1:1",
+            **kw,
+        },
     )
 
 
@@ -397,3 +399,20 @@ def test_epsilon_is_shown_with_four_decimals_rounded_up() -> None:
     assert displayed_epsilon(0.1234) == 0.1234  # float noise in 0.1234 * 1e4 is absorbed
     assert displayed_epsilon(0.12340001) == 0.1235
     assert displayed_epsilon(1.0) == 1.0
+
+
+def test_the_status_says_which_unit_epsilon_protects() -> None:
+    record = StatusState()
+    record.training_started(
+        started(
+            privacy={"mode": "record", "unit": "record", "noise_multiplier": None, "delta": 1e-5}
+        )
+    )
+    record.round_finished(finished_round(1, 0.7))
+    status = training_status(None, record)
+    assert status["privacyUnit"] == "record"
+    assert status["epsilonSpent"] == 0.7  # the largest ε a site reported
+    assert "noiseMultiplier" not in status  # the aggregator adds no noise
+    client = StatusState()
+    client.training_started(started(privacy={"mode": "central", "unit": "client", "delta": 1e-5}))
+    assert training_status(None, client)["privacyUnit"] == "client"
