@@ -151,7 +151,8 @@ def test_gdpr_accepts_record_level_and_client_level_dp_at_epsilon_1(
 
 def test_examples_and_defaults_are_accepted(crds: ControlPlane, kube_namespace: str) -> None:  # noqa: F811
     for path in [REPO / "examples" / "training.yaml", REPO / "examples" / "clients.yaml",
-                 REPO / "examples" / "gdpr" / "training.yaml"]:  # fmt: skip
+                 REPO / "examples" / "gdpr" / "training.yaml",
+                 REPO / "examples" / "gdpr" / "consortium.yaml"]:  # fmt: skip
         crds.kubectl("apply", "--dry-run=server", "-n", kube_namespace, "-f", str(path))
     crds.kubectl("create", "-n", kube_namespace, "-f", "-", input=json.dumps(GOOD_TRAINING))
     stored = yaml.safe_load(
