@@ -15,6 +15,7 @@ from rich.table import Table
 
 from fedwarden.commands._common import console, emit_json, json_option, user_errors
 from fedwarden.commands.bench_defences import defences
+from fedwarden.commands.bench_privacy import privacy_units
 from fedwarden.commands.bench_runtime import runtime
 
 
@@ -212,3 +213,4 @@ def _print_table(result: Any) -> None:
 
 bench.add_command(runtime)
 bench.add_command(defences)
+bench.add_command(privacy_units)
