@@ -271,9 +271,9 @@ def builtin_app(context: Any) -> BuiltinTask:
             + "; it takes "
             + ", ".join(sorted(k.replace("_", "-") for k in _BUILTIN_OPTIONS))
         )
-    for name in ("lr", "dp_epsilon", "dp_delta", "dp_clip_norm"):
-        if name in options:
-            options[name] = float(options[name])
+    for real in ("lr", "dp_epsilon", "dp_delta", "dp_clip_norm"):
+        if real in options:
+            options[real] = float(options[real])
     if "partition" in options:
         options["partition"] = str(options["partition"])
     index = node.get("partition-id")

@@ -41,3 +41,20 @@ def test_an_app_that_reports_no_epsilon_cannot_take_part() -> None:
 
 def test_without_record_level_dp_nothing_is_reported() -> None:
     assert site({})._site_privacy({"epsilon": 0.4}, 1) is None
+
+
+def test_the_builtin_app_takes_its_dp_sgd_settings_from_run_config() -> None:
+    from fedwarden.client.apps import AppContext
+    from fedwarden.client.tasks import builtin_app
+
+    run_config = {"task": "wine-logreg", "lr": 0.1, "dp-epsilon": 1, "dp-rounds": 3}
+    node_config = {"partition-id": 0, "num-partitions": 2}
+    app = builtin_app(AppContext(node_config=node_config, run_config=run_config))
+    assert app.name == "wine-logreg"
+    assert app.site_dp is not None
+    fit = app.fit(app.initial_parameters(), 1)
+    assert 0 < fit.metrics["epsilon"] < 1.0
+    assert fit.metrics["budget_spent"] == 0.0
+    assert "train_accuracy" not in fit.metrics  # nothing computed on the private data leaves
+    plain = builtin_app(AppContext(run_config={"task": "wine-logreg"}))
+    assert plain.site_dp is None
