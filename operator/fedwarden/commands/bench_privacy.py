@@ -50,7 +50,7 @@ def _list(kind: type) -> Any:
 )
 @click.option(
     "--populations",
-    default="100,1000",
+    default="100,300,1000",
     show_default=True,
     callback=_list(int),
     help="Large numbers of small sites, where client-level DP becomes the better choice.",

@@ -59,7 +59,7 @@ class UnitsConfig:
     tasks: tuple[str, ...] = ("breast-cancer-logreg", "wine-logreg", "digits-logreg")
     sites: tuple[int, ...] = (3, 5, 10)
     population_task: str = "digits-logreg"
-    populations: tuple[int, ...] = (100, 1000)
+    populations: tuple[int, ...] = (100, 300, 1000)
     epsilon: float = 1.0
     delta: float = 1e-5
     rounds: int = 20
