@@ -1,6 +1,6 @@
 """``fedwarden bench privacy-units``: no DP, client-level and record-level DP side by side.
 
-The logic lives in :mod:`fedwarden.sim.privacy_units`; this module parses options, shows a
+The logic lives in :mod:`fedwarden.bench.privacy_units`; this module parses options, shows a
 progress bar over the simulations and presents the table.
 """
 
@@ -110,8 +110,8 @@ def privacy_units(
       fedwarden bench privacy-units --output benchmarks/privacy-units.json
       fedwarden bench privacy-units --tasks breast-cancer-logreg --sites 5 --populations ''
     """
+    from fedwarden.bench import privacy_units as units
     from fedwarden.client.tasks import split_task_name
-    from fedwarden.sim import privacy_units as units
 
     with user_errors():
         for task in (*tasks, population_task):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fedwarden.sim.privacy_units import UnitsConfig, markdown_table, run_privacy_units
+from fedwarden.bench.privacy_units import UnitsConfig, markdown_table, run_privacy_units
 
 
 def test_a_tiny_grid_runs_every_mode_and_names_the_better_unit() -> None:

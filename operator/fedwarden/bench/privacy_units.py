@@ -31,9 +31,11 @@ from dataclasses import dataclass
 from statistics import mean
 from typing import Any
 
+from fedwarden.client.tasks import split_task_name
 from fedwarden.pipeline.freeriders import FreeRiderConfig
 from fedwarden.pipeline.round import ClippingConfig, PipelineConfig
 from fedwarden.pipeline.validation import ValidationConfig
+from fedwarden.sim.datasets import load_dataset
 from fedwarden.sim.runner import SimulationConfig, run_simulation
 from fedwarden.sim.site_dp import SiteDPSGD
 
@@ -73,8 +75,6 @@ class UnitsConfig:
 
     def simulation(self, task: str, sites: int, mode: str, seed: int) -> SimulationConfig:
         """The configuration of one run (what ``fedwarden simulate`` takes as options)."""
-        from fedwarden.client.tasks import split_task_name
-
         dataset, model = split_task_name(task)
         config = SimulationConfig(
             dataset=dataset,
@@ -166,9 +166,6 @@ def run_privacy_units(
     config: UnitsConfig, progress: Callable[[int, int, str], None] | None = None
 ) -> UnitsResult:
     """Every cell of the grid, each mode and seed a simulation, in ``processes`` workers."""
-    from fedwarden.client.tasks import split_task_name
-    from fedwarden.sim.datasets import load_dataset
-
     jobs = [
         (config, task, sites, mode, seed)
         for task, sites in config.cells()
