@@ -333,6 +333,10 @@ class FederationClient:
             return self._result("done", "budget-exhausted", str(exc))
         except _Stop:
             return self._result("stopped", "stopped", "stopped on request")
+        except ValueError:
+            if self._stop.is_set():  # stop() closed the channel under a call in flight
+                return self._result("stopped", "stopped", "stopped on request")
+            raise
         finally:
             self._close_channel()
 
