@@ -5,9 +5,10 @@ that carries none, and ends the training when every site's budget is spent."""
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 from typing import Any
 
-from runtime_helpers import TASK, RuntimePKI, make_aggregator
+from runtime_helpers import TASK, RuntimePKI, make_aggregator, wait_for
 
 from fedwarden.aggregator import RoundFinished, TrainingFinished, TrainingStarted
 from fedwarden.client import FederationClient
@@ -45,7 +46,7 @@ def run_sites(pki: RuntimePKI, port: int, tasks: dict[str, Any]) -> dict[str, An
     return results
 
 
-def private_site(index: int) -> BuiltinTask:
+def private_site(index: int, rounds: int = SITE_ROUNDS) -> BuiltinTask:
     return BuiltinTask(
         TASK,
         partition="iid",
@@ -54,7 +55,7 @@ def private_site(index: int) -> BuiltinTask:
         seed=index,
         dp_epsilon=TARGET,
         dp_delta=DELTA,
-        dp_rounds=SITE_ROUNDS,
+        dp_rounds=rounds,
     )
 
 
@@ -112,3 +113,41 @@ def test_a_site_without_record_level_dp_cannot_take_part(runtime_pki: RuntimePKI
     assert results["site-0"].status == "failed"
     assert results["site-0"].reason == "app-error"
     assert "report the ε it has spent" in results["site-0"].message
+
+
+def test_a_restarted_aggregator_keeps_each_sites_largest_epsilon(
+    runtime_pki: RuntimePKI, tmp_path: Path
+) -> None:
+    announced = {"record_dp": {"target_epsilon": TARGET, "delta": DELTA, "rounds": 3}}
+    settings: dict[str, Any] = {
+        "rounds": 10,
+        "min_available": 3,
+        "pipeline_config": record_pipeline(),
+        "task": announced,
+        "checkpoint_dir": tmp_path / "state",
+    }
+    agg, reporter = make_aggregator(runtime_pki, **settings)
+    sites = {n: private_site(i, rounds=3) for i, n in enumerate(NAMES)}  # not spent after 1
+    clients = {
+        n: FederationClient(runtime_pki.client_config(n, agg.port or 0), t)
+        for n, t in sites.items()
+    }
+    threads = [threading.Thread(target=c.run, daemon=True) for c in clients.values()]
+    try:
+        for t in threads:
+            t.start()
+        assert wait_for(lambda: len(reporter.of(RoundFinished)) >= 1, timeout=120)
+    finally:
+        agg.stop()
+        for c in clients.values():
+            c.stop()
+    before = {n: agg.pipeline.site_epsilon(n) for n in NAMES}
+    assert all(e is not None and 0 < e < TARGET for e in before.values())
+
+    restarted, _ = make_aggregator(runtime_pki, **settings)
+    try:
+        assert restarted.pipeline.epsilon == max(e for e in before.values() if e is not None)
+        for name in NAMES:
+            assert restarted.pipeline.site_epsilon(name) == before[name]
+    finally:
+        restarted.stop()
