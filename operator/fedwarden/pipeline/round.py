@@ -16,9 +16,9 @@ The order, and why:
    an update refused in steps 2–4 enters aggregation as the zero update instead of being
    dropped: whether a client is refused depends on its data, and keeping the cohort size fixed
    keeps that decision inside the sensitivity bound (the zero vector is a valid clipped update).
-   In record mode the sites did the DP themselves (DP-SGD); step 2 also refuses an update whose
-   site's signed ε report is missing, above the budget or lower than before
-   (:mod:`fedwarden.pipeline.site_privacy`).
+   In record mode the sites did the DP themselves (DP-SGD) and the aggregator adds no noise;
+   with the refusals of steps 2–4 goes that of an update whose site's signed ε report is
+   missing, above the budget or lower than before (:mod:`fedwarden.pipeline.site_privacy`).
 8. **Strikes** for every refusal; a clean round forgives one; K strikes ban.
 
 The privacy budget is checked *before* the round: a round that would take ε past the target
