@@ -16,8 +16,9 @@ conflicts with it:
   clients whose claimed metrics were combined, and ``evaluatedRound``, the round whose model
   they evaluated);
 - ``FLClient.status`` (the client id is the FLClient's name, in the training's namespace):
-  ``strikes``, ``lastScore``, ``roundsParticipated``, and on a ban ``phase: Banned`` with
-  ``banReason`` (``<code>: <reason>``).
+  ``strikes``, ``lastScore``, ``roundsParticipated``, under record-level DP ``epsilonSpent`` (the
+  largest ε the site signed), and on a ban ``phase: Banned`` with ``banReason``
+  (``<code>: <reason>``).
 
 How it works: the events update an in-memory :class:`StatusState` (cheap, on the caller's
 thread); a writer thread applies the latest state (a coalescing slot: a burst of events is one
@@ -94,7 +95,14 @@ def displayed_epsilon(epsilon: float) -> float:
     return math.ceil(epsilon * 1e4 - 1e-9) / 1e4
 
 
-CLIENT_FIELDS = ("strikes", "lastScore", "roundsParticipated", "phase", "banReason")
+CLIENT_FIELDS = (
+    "strikes",
+    "lastScore",
+    "roundsParticipated",
+    "epsilonSpent",
+    "phase",
+    "banReason",
+)
 """The FLClient status fields this reporter owns; ``phase`` only ever as ``Banned``."""
 
 _METRICS = (
@@ -129,6 +137,7 @@ class ClientFacts:
     strikes: int | None = None
     score: float | None = None
     rounds_participated: int | None = None
+    epsilon: float | None = None
     ban_reason: str | None = None
 
 
@@ -217,6 +226,9 @@ class StatusState:
         for name, count in event.rounds_participated.items():
             if (facts := self._client(name)) is not None:
                 facts.rounds_participated = int(count)
+        for name, epsilon in event.site_epsilon.items():
+            if (facts := self._client(name)) is not None and math.isfinite(epsilon):
+                facts.epsilon = max(float(epsilon), facts.epsilon or 0.0)
         self._ban(event.banned)
 
     def training_finished(self, event: TrainingFinished) -> None:
@@ -299,7 +311,7 @@ def client_status(seed: Mapping[str, Any] | None, facts: ClientFacts) -> dict[st
     this process knows; a ban is final."""
     seed = seed or {}
     out: dict[str, Any] = {}
-    for key in ("strikes", "lastScore", "roundsParticipated"):
+    for key in ("strikes", "lastScore", "roundsParticipated", "epsilonSpent"):
         if key in seed and seed[key] is not None:
             out[key] = seed[key]
     if facts.strikes is not None:
@@ -309,6 +321,10 @@ def client_status(seed: Mapping[str, Any] | None, facts: ClientFacts) -> dict[st
     if facts.rounds_participated is not None:
         out["roundsParticipated"] = max(
             facts.rounds_participated, int(out.get("roundsParticipated") or 0)
+        )
+    if facts.epsilon is not None:  # a site's ε never goes down on the resource either
+        out["epsilonSpent"] = max(
+            displayed_epsilon(facts.epsilon), float(out.get("epsilonSpent") or 0.0)
         )
     if facts.ban_reason is not None:
         out["phase"] = "Banned"

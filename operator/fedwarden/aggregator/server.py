@@ -756,6 +756,9 @@ class Aggregator:
             rounds_participated={
                 c: self._fate(c).aggregated for c in ([] if result is None else result.accepted)
             },
+            site_epsilon={
+                c: eps for c in rnd.sampled if (eps := self.pipeline.site_epsilon(c)) is not None
+            },
         )
         for client, reason in banned.items():
             cert = self._certs.get(client)

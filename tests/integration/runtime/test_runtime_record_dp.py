@@ -87,6 +87,8 @@ def test_the_training_ends_when_every_site_has_spent_its_budget(runtime_pki: Run
     assert 0 < epsilons[0] < epsilons[1] <= TARGET
     assert epsilons[1] > 0.9 * TARGET
     assert reporter.of(TrainingStarted)[0].privacy["unit"] == "record"
+    assert max(rounds[1].site_epsilon.values()) == epsilons[1]  # each site's, on its FLClient
+    assert set(rounds[1].site_epsilon) == set(NAMES)
     assert reporter.of(TrainingFinished)[-1].epsilon == epsilons[1]
     for name in NAMES:
         assert results[name].status == "done"

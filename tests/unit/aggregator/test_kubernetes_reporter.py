@@ -416,3 +416,14 @@ def test_the_status_says_which_unit_epsilon_protects() -> None:
     client = StatusState()
     client.training_started(started(privacy={"mode": "central", "unit": "client", "delta": 1e-5}))
     assert training_status(None, client)["privacyUnit"] == "client"
+
+
+def test_each_sites_record_level_epsilon_is_on_its_flclient_and_never_goes_down() -> None:
+    state = StatusState()
+    state.round_finished(finished_round(1, 0.7, site_epsilon={"a": 0.7, "b": 0.31234}))
+    assert client_status(None, state.clients["b"])["epsilonSpent"] == 0.3124  # rounded up
+    # an earlier process wrote more: the resource keeps it
+    assert client_status({"epsilonSpent": 0.9}, state.clients["a"])["epsilonSpent"] == 0.9
+    state.round_finished(finished_round(2, 0.7, site_epsilon={"a": 0.5}))
+    assert state.clients["a"].epsilon == 0.7
+    assert "epsilonSpent" not in client_status(None, ClientFacts(strikes=0))
