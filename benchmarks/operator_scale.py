@@ -517,7 +517,7 @@ def training_manifest(namespace: str) -> dict[str, Any]:
         "metadata": {"name": TRAINING, "namespace": namespace},
         "spec": {
             "rounds": 3,
-            "task": {"name": "digits-logreg"},
+            "task": {"builtin": "digits-logreg"},
             "selection": {"minClients": 2, "minAvailable": 2},
             "certificates": {"duration": "24h"},
         },

@@ -63,7 +63,7 @@ def create(cp: ControlPlane, ns: str, training: str, clients: list[str]) -> dict
             "apiVersion": "fedwarden.io/v1alpha1",
             "kind": "FederatedTraining",
             "metadata": {"name": training},
-            "spec": {"rounds": 4, "task": {"name": "digits-logreg"}},
+            "spec": {"rounds": 4, "task": {"builtin": "digits-logreg"}},
         },
     )
     for name in clients:

@@ -1,10 +1,12 @@
-"""Every manifest the operator renders is accepted by the API server (``--dry-run=server``)."""
+"""Every manifest the operator renders, for a built-in task and for a user's app, is accepted by
+the API server (``--dry-run=server``)."""
 
 from __future__ import annotations
 
 import json
 
 from fedwarden.api import FederatedTraining, FLClient
+from fedwarden.api.training import TaskSpec
 from fedwarden.pki.ca import CertificateAuthority
 from fedwarden.pki.identity import TrainingRef
 from fedwarden.pki.revocation import RevocationList
@@ -21,7 +23,7 @@ def test_every_generated_manifest_passes_server_side_dry_run(
         {
             "spec": {
                 "rounds": 3,
-                "task": {"name": "digits-logreg"},
+                "task": {"builtin": "digits-logreg"},
                 "privacy": {"mode": "central", "targetEpsilon": 1.0},
                 "dataResidency": {"allowedRegions": ["eu-west"]},
                 "network": {"allowedNamespaces": ["sites"], "allowedCidrs": ["203.0.113.0/24"]},
@@ -29,6 +31,15 @@ def test_every_generated_manifest_passes_server_side_dry_run(
             }
         }
     ).spec
+    # a user's app: its initial model from an init container in its image, its clients in it
+    app_spec = spec.model_copy(
+        update={
+            "task": TaskSpec.model_validate(
+                {"app": {"module": "hospital.model:client_fn", "image": "hospital:1",
+                         "config": {"local-epochs": "2"}}}
+            )
+        }
+    )  # fmt: skip
     owner = Owner("FederatedTraining", "mnist", ns, "00000000-0000-0000-0000-000000000001")
     ca = CertificateAuthority.create(TrainingRef(ns, "mnist"))
     server = ca.issue_server(["mnist-aggregator"])
@@ -55,12 +66,14 @@ def test_every_generated_manifest_passes_server_side_dry_run(
         aggregator.config_map(owner, spec, population=2),
         aggregator.checkpoint_claim(owner, spec),
         aggregator.job(owner, spec, config_hash="0"),
+        aggregator.job(owner, app_spec, config_hash="0"),
         aggregator.service(owner),
         aggregator.service_account(owner),
         aggregator.role(owner, ["site-1"]),
         aggregator.role_binding(owner),
         *network.network_policies(owner, spec, [network.APIServerEndpoint("127.0.0.1", 6443)]),
         client.client_job(client_owner, flc.spec, spec),
+        client.client_job(client_owner, flc.spec, app_spec),
     ]
     for manifest in manifests:
         result = control_plane.kubectl(

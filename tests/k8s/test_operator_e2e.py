@@ -144,7 +144,7 @@ kind: FederatedTraining
 metadata: {name: short}
 spec:
   rounds: 100000  # runs until the test deletes it
-  task: {name: digits-logreg}
+  task: {builtin: digits-logreg}
   selection: {minClients: 2, minAvailable: 2}
   roundTimeoutSeconds: 20
   certificates: {duration: 2m, renewBefore: 80s}
@@ -152,7 +152,7 @@ spec:
 apiVersion: fedwarden.io/v1alpha1
 kind: FederatedTraining
 metadata: {name: other}
-spec: {rounds: 1, task: {name: digits-logreg}, suspend: true}
+spec: {rounds: 1, task: {builtin: digits-logreg}, suspend: true}
 """ + "".join(
         f"""---
 apiVersion: fedwarden.io/v1alpha1

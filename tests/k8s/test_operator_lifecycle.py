@@ -33,7 +33,7 @@ def _training(name: str, **spec: Any) -> dict[str, Any]:
         "apiVersion": "fedwarden.io/v1alpha1",
         "kind": "FederatedTraining",
         "metadata": {"name": name},
-        "spec": {"rounds": 1, "task": {"name": "digits-logreg"}, **spec},
+        "spec": {"rounds": 1, "task": {"builtin": "digits-logreg"}, **spec},
     }
 
 

@@ -1,5 +1,6 @@
 """``fedwarden aggregator --config FILE``: the file gives the options' defaults, flags override
-them, unknown keys are usage errors; and the ``--kubernetes-status`` options parse."""
+them, unknown keys and bad values are usage errors that name the key; and the
+``--kubernetes-status`` options parse."""
 
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ def test_the_file_gives_defaults_and_flags_override(tmp_path: Path, built: dict[
             {
                 "rounds": 7,
                 "aggregator": "median",
-                "agg_params": ["f=1"],
+                "agg_params": {"f": 1},
                 "dp": "central",
                 "target_epsilon": 2.5,
                 "free_rider_detection": False,
@@ -65,9 +66,12 @@ def test_yaml_and_a_mapping_of_aggregator_parameters(tmp_path: Path, built: dict
     [
         ('{"rounds": 2, "round_timeout_s": 3}', "unknown key 'round_timeout_s'"),
         ('{"rounds": 2, "config": "x"}', "unknown key 'config'"),
+        # options that are not settings: the operator never sets them
+        ('{"rounds": 2, "noise_seed": 1}', "unknown key 'noise_seed'"),
         ("[1, 2]", "must hold an object"),
         ("rounds: [unclosed", "neither JSON nor YAML"),
-        ('{"rounds": 0}', "--rounds"),
+        ('{"rounds": 0}', "rounds: Input should be greater than or equal to 1"),
+        ('{"rounds": 1, "accountant": "gdp"}', "accountant: Input should be 'pld' or 'rdp'"),
         ('{"rounds": 1, "kubernetes_status": "mnist"}', "NAMESPACE/NAME"),
     ],
 )

@@ -70,7 +70,7 @@ def test_the_jobs_address_reaches_the_aggregator_and_off_overrides_it(
     tmp_path: Path, built: dict[str, Any]
 ) -> None:
     spec = FederatedTraining.model_validate(
-        {"spec": {"rounds": 5, "task": {"name": "digits-logreg"}}}
+        {"spec": {"rounds": 5, "task": {"builtin": "digits-logreg"}}}
     ).spec
     owner = Owner("FederatedTraining", "mnist", "team-a", "uid-1")
     # an address inside the pod: on the Job's command line (which the test pod runner rewrites),

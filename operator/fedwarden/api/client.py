@@ -8,6 +8,9 @@ from pydantic import Field
 
 from fedwarden.api.common import API_VERSION, Condition, Model, ResourceRequirements, cel_rules
 
+#: the image of ``fedwarden client`` with the built-in tasks (images/client/Dockerfile)
+DEFAULT_CLIENT_IMAGE = "ghcr.io/fedwarden/client:0.1.0"
+
 
 class TrainingRef(Model):
     name: str = Field(
@@ -18,18 +21,31 @@ class TrainingRef(Model):
 class WorkloadSpec(Model):
     """An in-cluster client process (`fedwarden client`) run by the operator as a Job."""
 
-    image: str = Field(default="ghcr.io/fedwarden/client:0.1.0", min_length=1)
+    # no schema default: unset, the training's task decides (its app's image, or the client
+    # image with the built-in tasks), which a stored default would hide
+    image: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=512,
+        description="The client's image. Default: task.app.image for an app, else "
+        f"{DEFAULT_CLIENT_IMAGE} (the built-in tasks).",
+    )
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
     partition: str = Field(
         default="iid",
         pattern=r"^(iid|dirichlet:[0-9]+(\.[0-9]+)?|shards:[0-9]+)$",
-        description="How the task's training set is split: iid, dirichlet:<alpha>, shards:<n>.",
+        description="How a built-in task's training set is split: iid, dirichlet:<alpha>, "
+        "shards:<n>.",
     )
-    client_index: int | None = Field(default=None, ge=0, description="This site's shard.")
-    num_clients: int = Field(default=1, ge=1, description="Shards of the split.")
-    local_epochs: int = Field(default=1, ge=1, le=1000)
-    learning_rate: float = Field(default=0.1, gt=0, le=100)
-    batch_size: int = Field(default=16, ge=1, le=100000)
+    client_index: int | None = Field(
+        default=None, ge=0, description="This site's shard (an app's node_config partition-id)."
+    )
+    num_clients: int = Field(
+        default=1, ge=1, description="Shards of the split (an app's num-partitions)."
+    )
+    local_epochs: int = Field(default=1, ge=1, le=1000, description="Built-in tasks only.")
+    learning_rate: float = Field(default=0.1, gt=0, le=100, description="Built-in tasks only.")
+    batch_size: int = Field(default=16, ge=1, le=100000, description="Built-in tasks only.")
     extra_args: list[str] | None = Field(
         default=None, description="Appended to the `fedwarden client` command line."
     )

@@ -16,6 +16,30 @@ API_VERSION = f"{GROUP}/{VERSION}"
 DURATION_PATTERN = r"^([0-9]+(\.[0-9]+)?(h|m|s))+$"
 Duration = Annotated[str, Field(pattern=DURATION_PATTERN, examples=["2160h", "90m", "1h30m"])]
 
+BuiltinTaskName = Annotated[
+    str,
+    Field(
+        pattern=r"^[a-z0-9]+(-[a-z0-9]+)+$",
+        max_length=63,
+        description="Built-in task, <dataset>-<model>, e.g. digits-mlp or mnist1d-mlp.",
+    ),
+]
+
+_IDENTIFIER_PATH = r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*"
+#: what ``fedwarden client --app`` imports: a dotted module path, a colon, a dotted attribute path
+APP_REFERENCE_PATTERN = rf"^{_IDENTIFIER_PATH}:{_IDENTIFIER_PATH}$"
+AppReference = Annotated[
+    str,
+    Field(
+        pattern=APP_REFERENCE_PATTERN,
+        max_length=253,
+        description="The app, MODULE:ATTR (e.g. hospital.model:client_fn).",
+    ),
+]
+#: a key of ``--app-config KEY=VALUE``: no ``=`` (the value starts after the first one), and the
+#: characters of Flower's run_config keys (``local-epochs``, ``fraction-fit``)
+APP_CONFIG_KEY_PATTERN = r"^[A-Za-z0-9_][-A-Za-z0-9_.]*$"
+
 
 def cel_rules(*rules: tuple[str, str] | tuple[str, str, str]) -> dict[str, Any]:
     """CEL rules of a schema node (``x-kubernetes-validations``), each (rule, message) or

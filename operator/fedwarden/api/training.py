@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from fedwarden.api.common import (
     API_VERSION,
+    APP_CONFIG_KEY_PATTERN,
+    AppReference,
+    BuiltinTaskName,
     Condition,
     Duration,
     LabelSelector,
@@ -30,16 +34,89 @@ AggregatorName = Literal[
 NEEDS_F = ("krum", "multi-krum", "bulyan")
 
 
-class TaskSpec(Model):
-    """What is trained: a built-in task (data set and model) of fedwarden's client runtime."""
+class AppSpec(Model):
+    """A user's app (what `fedwarden client --app` runs): its code and dependencies are in its
+    image."""
 
-    name: str = Field(
-        pattern=r"^[a-z0-9]+(-[a-z0-9]+)+$",
-        max_length=63,
-        description="Built-in task, <dataset>-<model>, e.g. digits-mlp or mnist1d-mlp.",
+    model_config = Model.model_config | {
+        "json_schema_extra": cel_rules(
+            (
+                "!has(self.config) || "
+                f"self.config.all(key, key.matches('{APP_CONFIG_KEY_PATTERN}'))",
+                "config keys are letters, digits, '_', '-' and '.' (no '=')",
+                ".config",
+            )
+        )
+    }
+
+    module: AppReference
+    image: str = Field(
+        min_length=1,
+        max_length=512,
+        description="The image with the app: fedwarden's client image plus the site's code "
+        "(docs/apps.md). It runs the clients (unless an FLClient's workload.image overrides it) "
+        "and, in the aggregator's pod, the init container that writes the initial model.",
     )
-    model_seed: int = Field(default=0, ge=0, description="Seed of the initial model.")
-    data_seed: int = Field(default=0, ge=0, description="Seed of the shared train/test split.")
+    config: dict[str, str] | None = Field(
+        default=None,
+        max_length=64,
+        description="The app's run_config: each entry is --app-config KEY=VALUE, for the "
+        "clients and for the initial model.",
+    )
+
+    @field_validator("config")
+    @classmethod
+    def _keys_fit_app_config(cls, config: dict[str, str] | None) -> dict[str, str] | None:
+        # the CEL rule's twin, for specs that do not pass through the API server
+        for key in config or {}:
+            if not re.match(APP_CONFIG_KEY_PATTERN, key):
+                raise ValueError(f"config key {key!r}: letters, digits, '_', '-' and '.' only")
+        return config
+
+
+_ONE_KIND_OF_TASK = (
+    "set exactly one of task.builtin (a built-in task) and task.app (your app: module, image)"
+)
+_SEEDS_OF_A_BUILTIN_TASK = (
+    "task.modelSeed and task.dataSeed seed a built-in task; an app takes its seeds from "
+    "task.app.config"
+)
+
+
+class TaskSpec(Model):
+    """What is trained: a built-in task of fedwarden's client image, or a user's app."""
+
+    model_config = Model.model_config | {
+        "json_schema_extra": cel_rules(
+            ("has(self.builtin) != has(self.app)", _ONE_KIND_OF_TASK),
+            (
+                "has(self.builtin) || (!has(self.modelSeed) && !has(self.dataSeed))",
+                _SEEDS_OF_A_BUILTIN_TASK,
+            ),
+        )
+    }
+
+    builtin: BuiltinTaskName | None = None
+    app: AppSpec | None = None
+    # no schema defaults: the API server would store them for an app as well; unset, the
+    # command's default (0) applies
+    model_seed: int | None = Field(
+        default=None, ge=0, description="Seed of a built-in task's initial model (default 0)."
+    )
+    data_seed: int | None = Field(
+        default=None,
+        ge=0,
+        description="Seed of a built-in task's shared train/test split (default 0).",
+    )
+
+    @model_validator(mode="after")
+    def _one_kind_of_task(self) -> TaskSpec:
+        # the CEL rules' twins, for specs that do not pass through the API server
+        if (self.builtin is None) == (self.app is None):
+            raise ValueError(_ONE_KIND_OF_TASK)
+        if self.app is not None and (self.model_seed is not None or self.data_seed is not None):
+            raise ValueError(_SEEDS_OF_A_BUILTIN_TASK)
+        return self
 
 
 class SelectionSpec(Model):

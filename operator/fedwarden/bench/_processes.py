@@ -159,6 +159,9 @@ class ProcessSet:
         self.clean_exit_ok = clean_exit_ok
         self.marker = marker
         self.sessions: set[int] = {p.pid for p in self.processes}
+        # pid -> start time of every member seen so far: one that calls setsid() after it was
+        # seen (and whose parent then dies) is still ours, and a reused pid is not
+        self._seen: dict[int, int] = {}
 
     def start(
         self,
@@ -179,15 +182,20 @@ class ProcessSet:
     def members(self) -> dict[int, str]:
         """``pid -> command name`` of every live process of the deployment (Linux ``/proc``)."""
         table = _process_table()
-        known = {pid for pid, row in table.items() if row.session in self.sessions}
+        known = {
+            pid
+            for pid, row in table.items()
+            if row.session in self.sessions or self._seen.get(pid) == row.start
+        }
         changed = True
         while changed:  # descendants that started sessions of their own
             changed = False
             for pid, row in table.items():
                 if pid not in known and row.ppid in known:
                     known.add(pid)
-                    self.sessions.add(row.session)
                     changed = True
+        self.sessions.update(table[pid].session for pid in known)
+        self._seen.update((pid, table[pid].start) for pid in known)
         return {
             pid: row.name
             for pid, row in table.items()
@@ -411,6 +419,7 @@ class _Row:
     state: str
     ppid: int
     session: int
+    start: int  # clock ticks after boot: with the pid, names one process
 
 
 def _process_table() -> dict[int, _Row]:
@@ -426,8 +435,9 @@ def _process_table() -> dict[int, _Row]:
             stat = (entry / "stat").read_text()
             # the name is in parentheses and may hold spaces: split after the last ')'
             name = stat[stat.find("(") + 1 : stat.rfind(")")]
-            state, ppid, _pgrp, session = stat[stat.rfind(")") + 2 :].split()[:4]
-            table[int(entry.name)] = _Row(name, state, int(ppid), int(session))
+            fields = stat[stat.rfind(")") + 2 :].split()
+            state, ppid, session, start = fields[0], fields[1], fields[3], fields[19]
+            table[int(entry.name)] = _Row(name, state, int(ppid), int(session), int(start))
         except (OSError, ValueError):
             continue
     return table

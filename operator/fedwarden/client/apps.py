@@ -255,7 +255,7 @@ def check_finite(vector: F32, what: str) -> None:
     """An :class:`AppError` naming how many values of ``vector`` are NaN or infinite."""
     bad = int(vector.size - np.count_nonzero(np.isfinite(vector)))
     if bad:
-        raise AppError(f"{what} has {bad} NaN or infinite value(s) of {vector.size}")
+        raise AppError(f"{what}: {bad} of {vector.size} values are NaN or infinite")
 
 
 def scalar_metrics(metrics: Mapping[str, Any] | None) -> dict[str, float]:
@@ -349,7 +349,7 @@ class NumPyClientApp:
                 f"the model is {self.layout.describe()}"
             )
         vector = flatten(list(arrays)).astype(np.float32)
-        check_finite(vector, f"{what}'s parameters")
+        check_finite(vector, f"the parameters from {what}")
         return vector
 
     def fit(self, global_params: F32, round: int) -> FitResult:

@@ -64,12 +64,15 @@ def _kubernetes_target(
 
 
 def _load_config(ctx: click.Context, param: click.Parameter, value: Path | None) -> None:
-    """``--config FILE``: a JSON or YAML object of option values, keyed by the options'
-    Python names (``rounds``, ``aggregator``, ``agg_params``, ``target_epsilon``...). It becomes
-    the command's defaults, so flags on the command line override it."""
+    """``--config FILE``: a JSON or YAML object of :class:`~fedwarden.api.AggregatorSettings`
+    (keyed by the options' Python names: ``rounds``, ``aggregator``, ``agg_params``...),
+    checked against that model. It becomes the command's defaults, so flags on the command line
+    override it."""
     if value is None:
         return
     import yaml
+
+    from fedwarden.api.aggregator_config import AggregatorSettings
 
     try:
         data = yaml.safe_load(value.read_text(encoding="utf-8"))
@@ -85,22 +88,21 @@ def _load_config(ctx: click.Context, param: click.Parameter, value: Path | None)
             ctx,
             param,
         )
-    params = {p.name: p for p in ctx.command.params if p.name and p.name != param.name}
+    try:
+        settings = AggregatorSettings.parse(data)
+    except ValueError as exc:
+        raise click.BadParameter(f"{value}: {exc}", ctx, param) from exc
+    params = {p.name: p for p in ctx.command.params if p.name}
     defaults: dict[str, Any] = {}
-    for key, item in data.items():
-        target = params.get(str(key))
-        if target is None:
+    for key, item in settings.options().items():
+        target = params.get(key)
+        if target is None:  # a setting this build's command does not have (yet)
             raise click.BadParameter(
-                f"unknown key {key!r} in {value}; the keys are the options' Python names: "
-                + ", ".join(sorted(params)),
-                ctx,
-                param,
+                f"{value}: {key!r} is not an option of this fedwarden aggregator", ctx, param
             )
-        if target.multiple and isinstance(item, dict):  # agg_params: {"f": 2} is f=2
+        if target.multiple:  # agg_params {"f": 2} is --agg-param f=2
             item = [f"{k}={v}" for k, v in item.items()]
-        elif target.multiple and not isinstance(item, list):
-            item = [item]
-        defaults[str(key)] = item
+        defaults[key] = item
     ctx.default_map = {**(ctx.default_map or {}), **defaults}
 
 
@@ -117,8 +119,8 @@ _DIR = click.Path(file_okay=False, path_type=Path)
     expose_value=False,
     callback=_load_config,
     help="A JSON or YAML object of option values keyed by the options' Python names "
-    "(rounds, aggregator, agg_params, dp, target_epsilon, ...); flags override it. The "
-    "operator renders it into a ConfigMap.",
+    "(rounds, aggregator, agg_params, dp, target_epsilon, ...: fedwarden.api."
+    "AggregatorSettings); flags override it. The operator renders it into a ConfigMap.",
 )
 @click.option(
     "--pki-dir",

@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from fedwarden.api.aggregator_config import AggregatorSettings
 from fedwarden.api.common import GROUP
-from fedwarden.api.training import FederatedTrainingSpec
+from fedwarden.api.training import AggregatorSpec, AppSpec, FederatedTrainingSpec
 from fedwarden.resources import names
+from fedwarden.resources.apps import app_config_args
 from fedwarden.resources.names import GRPC_PORT, METRICS_PORT, Owner
 from fedwarden.resources.security import (
     container_security_context,
@@ -20,59 +22,65 @@ CONFIG_DIR = "/etc/fedwarden/config"
 TLS_DIR = "/etc/fedwarden/tls"
 TRUST_DIR = "/etc/fedwarden/trust"
 STATE_DIR = "/var/lib/fedwarden"
+#: the trained model and its provenance, on the checkpoint volume next to the checkpoint
+MODEL_DIR = f"{STATE_DIR}/model"
+#: an app's initial model, written by the init container in the app's image (the aggregator's
+#: image has none of the app's code) onto an emptyDir the aggregator reads
+INITIAL_MODEL_DIR = "/var/run/fedwarden/initial"
+INITIAL_MODEL_FILE = f"{INITIAL_MODEL_DIR}/initial.safetensors"
 SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 
 
 def aggregator_settings(
     owner: Owner, spec: FederatedTrainingSpec, *, population: int
-) -> dict[str, Any]:
-    """The ``fedwarden aggregator --config`` file: option names (as the command's parameters)
-    to values. Everything the spec decides is here, so the ConfigMap shows what runs; where
-    things are inside the pod (paths, addresses) is on the Job's command line."""
-    settings: dict[str, Any] = {
-        "kubernetes_status": f"{owner.namespace}/{owner.name}",
-        "quiet": True,
-        "log_level": "info",
-        "rounds": spec.rounds,
-        "task": spec.task.name,
-        "model_seed": spec.task.model_seed,
-        "data_seed": spec.task.data_seed,
-        "fraction": spec.selection.fraction,
-        "min_clients": spec.selection.min_clients,
-        "min_available": spec.selection.min_available,
-        "round_timeout": float(spec.round_timeout_seconds),
-        "population": max(population, 1),
-        "strikes_to_ban": spec.free_riders.strikes_to_ban,
-        "clipping": spec.clipping.mode,
-        "clip_norm": spec.clipping.clip_norm,
-        "clip_quantile": spec.clipping.target_quantile,
-        "dp": spec.privacy.mode,
-        "delta": spec.privacy.delta,
-        "accountant": spec.privacy.accountant,
-        "defence": "recommended",
-    }
-    # unset, the free-rider tests are the pipeline recommendation's: off under DP-FedAvg
-    if spec.free_riders.enabled is not None:
-        settings["free_rider_detection"] = spec.free_riders.enabled
-    if spec.selection.sampling is not None:
-        settings["sampling"] = spec.selection.sampling
-    if spec.privacy.target_epsilon is not None:
-        settings["target_epsilon"] = spec.privacy.target_epsilon
-    if spec.privacy.noise_multiplier is not None:
-        settings["noise_multiplier"] = spec.privacy.noise_multiplier
+) -> AggregatorSettings:
+    """The ``fedwarden aggregator --config`` file. Everything the spec decides is here, so the
+    ConfigMap shows what runs; where things are inside the pod (paths, addresses, the initial
+    model an app's init container writes) is on the Job's command line."""
+    task = spec.task
     aggregation = spec.aggregation
-    if aggregation.method is not None:
-        settings["aggregator"] = aggregation.method
-        params = {
-            "f": aggregation.f,
-            "beta": aggregation.beta,
-            "m": aggregation.m,
-            "tau": aggregation.tau,
-            "preaggregation": aggregation.preaggregation,
-            "bucket_size": aggregation.bucket_size,
-        }
-        settings["agg_params"] = [f"{k}={v}" for k, v in params.items() if v is not None]
-    return settings
+    agg_params = {
+        "f": aggregation.f,
+        "beta": aggregation.beta,
+        "m": aggregation.m,
+        "tau": aggregation.tau,
+        "preaggregation": aggregation.preaggregation,
+        "bucket_size": aggregation.bucket_size,
+    }
+    return AggregatorSettings(
+        kubernetes_status=f"{owner.namespace}/{owner.name}",
+        quiet=True,
+        log_level="info",
+        rounds=spec.rounds,
+        # an app's model comes from the file its init container writes (Job command line)
+        task=task.builtin,
+        model_seed=task.model_seed,
+        data_seed=task.data_seed,
+        fraction=spec.selection.fraction,
+        min_clients=spec.selection.min_clients,
+        min_available=spec.selection.min_available,
+        sampling=spec.selection.sampling,
+        round_timeout=float(spec.round_timeout_seconds),
+        population=max(population, 1),
+        strikes_to_ban=spec.free_riders.strikes_to_ban,
+        clipping=spec.clipping.mode,
+        clip_norm=spec.clipping.clip_norm,
+        clip_quantile=spec.clipping.target_quantile,
+        # unset, the free-rider tests are the pipeline recommendation's: off under DP-FedAvg
+        free_rider_detection=spec.free_riders.enabled,
+        dp=spec.privacy.mode,
+        delta=spec.privacy.delta,
+        target_epsilon=spec.privacy.target_epsilon,
+        noise_multiplier=spec.privacy.noise_multiplier,
+        accountant=spec.privacy.accountant,
+        defence="recommended",
+        aggregator=aggregation.method,
+        agg_params=(
+            None
+            if aggregation.method is None
+            else {k: v for k, v in agg_params.items() if v is not None}
+        ),
+    )
 
 
 def config_map(owner: Owner, spec: FederatedTrainingSpec, *, population: int) -> dict[str, Any]:
@@ -83,7 +91,7 @@ def config_map(owner: Owner, spec: FederatedTrainingSpec, *, population: int) ->
         "metadata": owner.metadata(
             names.aggregator_name(owner.name), names.training_labels(owner.name, "aggregator")
         ),
-        "data": {CONFIG_KEY: json.dumps(settings, indent=2, sort_keys=True) + "\n"},
+        "data": {CONFIG_KEY: json.dumps(settings.options(), indent=2, sort_keys=True) + "\n"},
     }
 
 
@@ -124,6 +132,9 @@ def job(owner: Owner, spec: FederatedTrainingSpec, *, config_hash: str) -> dict[
         "--report-jsonl", f"{STATE_DIR}/report.jsonl",
         "--service-account-dir", SERVICE_ACCOUNT_DIR,
     ]  # fmt: skip
+    app = spec.task.app
+    if app is not None:
+        command += ["--initial-model", INITIAL_MODEL_FILE, "--output-model", MODEL_DIR]
     container: dict[str, Any] = {
         "name": "aggregator",
         "image": spec.aggregator.image,
@@ -153,25 +164,32 @@ def job(owner: Owner, spec: FederatedTrainingSpec, *, config_hash: str) -> dict[
     }
     if spec.aggregator.resources is not None:
         container["resources"] = spec.aggregator.resources.to_k8s()
+    volumes: list[dict[str, Any]] = [
+        {"name": "config", "configMap": {"name": name}},
+        {
+            "name": "tls",
+            "secret": {"secretName": names.aggregator_tls_secret_name(owner.name)},
+        },
+        {"name": "trust", "configMap": {"name": names.trust_configmap_name(owner.name)}},
+        {
+            "name": "state",
+            "persistentVolumeClaim": {"claimName": names.checkpoint_claim_name(owner.name)},
+        },
+        {"name": "tmp", "emptyDir": {}},
+    ]
     pod_spec: dict[str, Any] = {
         "serviceAccountName": name,
         "restartPolicy": "OnFailure",
         "securityContext": pod_security_context(),
         "containers": [container],
-        "volumes": [
-            {"name": "config", "configMap": {"name": name}},
-            {
-                "name": "tls",
-                "secret": {"secretName": names.aggregator_tls_secret_name(owner.name)},
-            },
-            {"name": "trust", "configMap": {"name": names.trust_configmap_name(owner.name)}},
-            {
-                "name": "state",
-                "persistentVolumeClaim": {"claimName": names.checkpoint_claim_name(owner.name)},
-            },
-            {"name": "tmp", "emptyDir": {}},
-        ],
+        "volumes": volumes,
     }
+    if app is not None:
+        pod_spec["initContainers"] = [_initial_model_container(app, spec.aggregator)]
+        container["volumeMounts"].append(
+            {"name": "initial-model", "mountPath": INITIAL_MODEL_DIR, "readOnly": True}
+        )
+        volumes.append({"name": "initial-model", "emptyDir": {}})
     if spec.aggregator.node_selector:
         pod_spec["nodeSelector"] = dict(spec.aggregator.node_selector)
     if spec.data_residency is not None:
@@ -194,6 +212,32 @@ def job(owner: Owner, spec: FederatedTrainingSpec, *, config_hash: str) -> dict[
             },
         },
     }
+
+
+def _initial_model_container(app: AppSpec, aggregator: AggregatorSpec) -> dict[str, Any]:
+    """The init container that writes an app's initial model, in the app's image: the
+    aggregator takes the model from the app, never from a client, without running the app's
+    code itself."""
+    command = [
+        "fedwarden", "model", "init",
+        "--app", app.module, *app_config_args(app.config),
+        "--out", INITIAL_MODEL_FILE,
+    ]  # fmt: skip
+    container: dict[str, Any] = {
+        "name": "initial-model",
+        "image": app.image,
+        "imagePullPolicy": aggregator.image_pull_policy,
+        "command": command,
+        "securityContext": container_security_context(),
+        "volumeMounts": [
+            {"name": "initial-model", "mountPath": INITIAL_MODEL_DIR},
+            {"name": "tmp", "mountPath": "/tmp"},
+        ],
+    }
+    # building the model takes about the memory the aggregator then holds it in
+    if aggregator.resources is not None:
+        container["resources"] = aggregator.resources.to_k8s()
+    return container
 
 
 def service(owner: Owner) -> dict[str, Any]:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from fedwarden.api.client import FLClientSpec
+from fedwarden.api.client import DEFAULT_CLIENT_IMAGE, FLClientSpec
 from fedwarden.api.training import FederatedTrainingSpec
 from fedwarden.resources import names
+from fedwarden.resources.apps import app_config_args
 from fedwarden.resources.names import GRPC_PORT, Owner
 from fedwarden.resources.security import (
     container_security_context,
@@ -27,6 +28,7 @@ def client_job(
     training = spec.training_ref.name
     host = names.aggregator_host(training, owner.namespace)
     server = f"{host}:{GRPC_PORT}"
+    task = training_spec.task
     if workload.command is not None:
         command = list(workload.command)
     else:
@@ -35,19 +37,27 @@ def client_job(
             "--tls-dir", TLS_DIR,
             "--server", server,
             "--server-name", host,
-            "--task", training_spec.task.name,
-            "--data-seed", str(training_spec.task.data_seed),
-            "--partition", workload.partition,
-            "--num-clients", str(workload.num_clients),
-            "--local-epochs", str(workload.local_epochs),
-            "--lr", str(workload.learning_rate),
-            "--batch-size", str(workload.batch_size),
         ]  # fmt: skip
+        if task.app is not None:
+            # the app trains with its own settings: its config, not the built-in tasks' options
+            command += ["--app", task.app.module, *app_config_args(task.app.config)]
+        elif task.builtin is not None:
+            command += ["--task", task.builtin]
+            if task.data_seed is not None:
+                command += ["--data-seed", str(task.data_seed)]
+            command += [
+                "--partition", workload.partition,
+                "--local-epochs", str(workload.local_epochs),
+                "--lr", str(workload.learning_rate),
+                "--batch-size", str(workload.batch_size),
+            ]  # fmt: skip
+        command += ["--num-clients", str(workload.num_clients)]
         if workload.client_index is not None:
             command += ["--client-index", str(workload.client_index)]
         privacy = training_spec.privacy
         if privacy.mode == "record":
-            # the built-in app's DP-SGD, with the budget the aggregator announces
+            # each site's budget, as the aggregator announces it, in the app's run_config:
+            # the built-in app trains with DP-SGD to it, a user's app reads it (docs/privacy.md)
             assert privacy.target_epsilon is not None
             for setting in (
                 f"dp-epsilon={privacy.target_epsilon}",
@@ -56,10 +66,11 @@ def client_job(
             ):
                 command += ["--app-config", setting]
         command += list(workload.extra_args or [])
+    image = workload.image or (task.app.image if task.app is not None else DEFAULT_CLIENT_IMAGE)
     labels = names.client_labels(training, owner.name)
     container: dict[str, Any] = {
         "name": "client",
-        "image": workload.image,
+        "image": image,
         "imagePullPolicy": workload.image_pull_policy,
         "command": command,
         "env": [

@@ -126,7 +126,7 @@ def test_an_app_that_returns_nan_stops_its_own_client_only(runtime_pki: RuntimeP
         agg.stop()
     broken = results["site-2"]
     assert (broken.status, broken.reason, broken.exit_code) == ("failed", "app-error", 1)
-    assert "1 NaN or infinite value(s) of 8" in broken.message
+    assert "1 of 8 values are NaN or infinite" in broken.message
     assert [r.status for r in broken.rounds] == ["accepted"]
     assert results["site-0"].status == "done"
     assert [r.round for r in recording.of(RoundFinished)] == [1, 2, 3]

@@ -11,7 +11,10 @@ from fedwarden.api.common import LabelSelector
 
 def _training(**spec: object) -> FederatedTraining:
     return FederatedTraining.model_validate(
-        {"metadata": {"name": "t"}, "spec": {"rounds": 5, "task": {"name": "digits-mlp"}, **spec}}
+        {
+            "metadata": {"name": "t"},
+            "spec": {"rounds": 5, "task": {"builtin": "digits-mlp"}, **spec},
+        }
     )
 
 
@@ -43,12 +46,44 @@ def test_bad_values_name_the_field(spec: dict[str, object], field: str) -> None:
         _training(**spec)
 
 
+APP = {"module": "hospital.model:client_fn", "image": "registry.example/hospital:1"}
+
+
+@pytest.mark.parametrize(
+    ("task", "message"),
+    [
+        ({"builtin": "digits-mlp", "app": APP}, "exactly one of task.builtin"),
+        ({}, "exactly one of task.builtin"),
+        ({"modelSeed": 1}, "exactly one of task.builtin"),
+        ({"app": {**APP, "module": "hospital.model"}}, "app.module"),
+        ({"app": {**APP, "module": "hospital model:fn"}}, "app.module"),
+        ({"app": {"module": APP["module"]}}, "app.image"),
+        ({"app": APP, "dataSeed": 1}, "task.modelSeed and task.dataSeed seed a built-in task"),
+        ({"app": {**APP, "config": {"epochs=2": "1"}}}, "config key 'epochs=2'"),
+    ],
+)
+def test_a_task_is_a_builtin_or_an_app(task: dict[str, object], message: str) -> None:
+    # the CEL rules' twins: tests/k8s/test_crd_validation.py has the API server's side
+    with pytest.raises(ValidationError, match=message):
+        _training(task=task)
+
+
+def test_an_app_task() -> None:
+    config = {"local-epochs": "2", "fraction_fit": "0.5", "model.width": "64"}
+    task = _training(task={"app": {**APP, "config": config}}).spec.task
+    assert task.builtin is None
+    assert task.app is not None
+    assert task.app.config == config
+    assert _training().spec.task.model_seed is None  # unset: the command's default
+
+
 def test_client_spec() -> None:
     client = FLClient.model_validate(
         {"spec": {"trainingRef": {"name": "t"}, "issueKey": True, "workload": {"clientIndex": 2}}}
     )
     assert client.spec.workload is not None
     assert client.spec.workload.partition == "iid"
+    assert client.spec.workload.image is None  # the training's task chooses it
     with pytest.raises(ValidationError, match="partition"):
         FLClient.model_validate(
             {"spec": {"trainingRef": {"name": "t"}, "workload": {"partition": "random"}}}

@@ -114,3 +114,13 @@ def test_a_spec_that_asks_for_free_rider_tests_under_dp_fedavg_is_refused() -> N
         FederatedTraining.model_validate(manifest)
     manifest["spec"]["aggregation"] = {"method": "centered-clip", "tau": 0.2}
     FederatedTraining.model_validate(manifest)
+
+
+def test_the_app_example_runs_its_named_rule_under_central_dp(tmp_path: Path) -> None:
+    training, *_clients = yaml.safe_load_all(
+        (REPO / "examples/apps/site-image/training.yaml").read_text()
+    )
+    config = pipeline_of(training, tmp_path)
+    assert config.aggregator == "median"
+    assert config.privacy.mode == "central"
+    assert config.privacy.target_epsilon == 8.0

@@ -3,13 +3,13 @@ tests/k8s applies every one with --dry-run=server)."""
 
 from __future__ import annotations
 
-import json
+from typing import Any
 
 import pytest
 
 from fedwarden.api import FederatedTraining, FLClient
-from fedwarden.commands.aggregator import aggregator as aggregator_command
-from fedwarden.resources import aggregator, client, network
+from fedwarden.api.client import DEFAULT_CLIENT_IMAGE
+from fedwarden.resources import aggregator, client, network, security
 from fedwarden.resources.names import Owner
 from fedwarden.resources.status import TrainingState, client_phase, training_status
 
@@ -18,23 +18,8 @@ OWNER = Owner("FederatedTraining", "mnist", "team-a", "uid-1")
 
 def _spec(**spec: object):  # type: ignore[no-untyped-def]
     return FederatedTraining.model_validate(
-        {"spec": {"rounds": 5, "task": {"name": "digits-mlp"}, **spec}}
+        {"spec": {"rounds": 5, "task": {"builtin": "digits-mlp"}, **spec}}
     ).spec
-
-
-def test_every_aggregator_setting_is_an_option_of_the_command() -> None:
-    spec = _spec(
-        aggregation={"method": "trimmed-mean", "beta": 0.2},
-        privacy={"mode": "central", "targetEpsilon": 1.0},
-        selection={"sampling": "poisson", "fraction": 0.5},
-    )
-    settings = aggregator.aggregator_settings(OWNER, spec, population=10)
-    options = {p.name for p in aggregator_command.params}
-    assert set(settings) <= options, set(settings) - options
-    assert settings["agg_params"] == ["beta=0.2"]
-    assert settings["kubernetes_status"] == "team-a/mnist"
-    data = aggregator.config_map(OWNER, spec, population=10)["data"]["aggregator.json"]
-    assert json.loads(data)["target_epsilon"] == 1.0
 
 
 def test_role_names_its_own_training_and_clients_only() -> None:
@@ -103,6 +88,104 @@ def test_client_job_dials_the_service_name() -> None:
         client.client_job(owner, flc.spec.model_copy(update={"workload": None}), _spec())
 
 
+APP_TASK = {
+    "app": {
+        "module": "hospital.model:client_fn",
+        "image": "registry.example/hospital:1",
+        "config": {"local-epochs": "2", "batch-size": "32"},
+    }
+}
+APP_CONFIG_ARGS = ["--app-config", "batch-size=32", "--app-config", "local-epochs=2"]
+
+
+def _client(**workload: object) -> FLClient:
+    return FLClient.model_validate(
+        {"spec": {"trainingRef": {"name": "mnist"}, "issueKey": True,
+                  "workload": {"clientIndex": 3, "numClients": 10, **workload}}}
+    )  # fmt: skip
+
+
+def _client_container(training: object, **workload: object) -> dict[str, Any]:
+    owner = Owner("FLClient", "site-3", "team-a", "uid-3")
+    job = client.client_job(owner, _client(**workload).spec, training)  # type: ignore[arg-type]
+    container: dict[str, Any] = job["spec"]["template"]["spec"]["containers"][0]
+    return container
+
+
+def test_a_builtin_task_runs_in_the_client_image() -> None:
+    container = _client_container(_spec(task={"builtin": "digits-mlp", "dataSeed": 4}))
+    command = container["command"]
+    assert container["image"] == DEFAULT_CLIENT_IMAGE
+    assert command[command.index("--task") + 1] == "digits-mlp"
+    assert command[command.index("--data-seed") + 1] == "4"
+    assert command[command.index("--partition") + 1] == "iid"
+    assert "--app" not in command
+    # without a seed in the spec, the command's default (the aggregator's too)
+    assert "--data-seed" not in _client_container(_spec())["command"]
+
+
+def test_an_app_runs_in_its_image_with_its_config() -> None:
+    container = _client_container(_spec(task=APP_TASK), extraArgs=["--app-config", "site=a"])
+    command = container["command"]
+    assert container["image"] == "registry.example/hospital:1"
+    assert command[command.index("--app") + 1] == "hospital.model:client_fn"
+    # the shard becomes the app's node_config: partition-id, num-partitions
+    assert command[command.index("--client-index") + 1] == "3"
+    assert command[command.index("--num-clients") + 1] == "10"
+    i = command.index("--app-config")
+    assert command[i : i + 4] == APP_CONFIG_ARGS
+    assert command[-2:] == ["--app-config", "site=a"]  # a site's own, after the training's
+    # the built-in tasks' options are not the app's
+    for option in ("--task", "--data-seed", "--partition", "--local-epochs", "--lr"):
+        assert option not in command
+    # a site may run the app from its own build of the image
+    override = _client_container(_spec(task=APP_TASK), image="registry.site-b/hospital:1-b")
+    assert override["image"] == "registry.site-b/hospital:1-b"
+    assert override["command"] == command[:-2]
+
+
+def test_an_app_s_initial_model_comes_from_its_image_before_the_aggregator_starts() -> None:
+    spec = _spec(task=APP_TASK, aggregator={"resources": {"limits": {"memory": "2Gi"}}})
+    pod = aggregator.job(OWNER, spec, config_hash="h")["spec"]["template"]["spec"]
+    (init,) = pod["initContainers"]
+    assert init["image"] == "registry.example/hospital:1"
+    assert init["command"] == [
+        "fedwarden", "model", "init", "--app", "hospital.model:client_fn", *APP_CONFIG_ARGS,
+        "--out", aggregator.INITIAL_MODEL_FILE,
+    ]  # fmt: skip
+    assert init["securityContext"] == security.container_security_context()
+    assert init["resources"] == {"limits": {"memory": "2Gi"}}
+    container = pod["containers"][0]
+    assert container["image"] == "ghcr.io/fedwarden/aggregator:0.1.0"  # not the app's
+    command = container["command"]
+    assert command[command.index("--initial-model") + 1] == aggregator.INITIAL_MODEL_FILE
+    assert command[command.index("--output-model") + 1] == aggregator.MODEL_DIR
+    assert "--app" not in command
+    # the file passes through an emptyDir: written by the init container, read by the aggregator
+    mounts = {m["name"]: m for m in container["volumeMounts"]}
+    assert mounts["initial-model"] == {
+        "name": "initial-model",
+        "mountPath": aggregator.INITIAL_MODEL_DIR,
+        "readOnly": True,
+    }
+    assert aggregator.INITIAL_MODEL_FILE.startswith(aggregator.INITIAL_MODEL_DIR + "/")
+    assert {"name": "initial-model", "mountPath": aggregator.INITIAL_MODEL_DIR} in init[
+        "volumeMounts"
+    ]
+    assert {"name": "initial-model", "emptyDir": {}} in pod["volumes"]
+    # the trained model lands on the checkpoint volume
+    assert aggregator.MODEL_DIR.startswith(mounts["state"]["mountPath"] + "/")
+    settings = aggregator.aggregator_settings(OWNER, spec, population=3)
+    assert (settings.task, settings.app, settings.model_seed) == (None, None, None)
+
+
+def test_a_builtin_task_s_aggregator_has_no_init_container() -> None:
+    pod = aggregator.job(OWNER, _spec(), config_hash="h")["spec"]["template"]["spec"]
+    assert "initContainers" not in pod
+    assert "--initial-model" not in pod["containers"][0]["command"]
+    assert aggregator.aggregator_settings(OWNER, _spec(), population=3).task == "digits-mlp"
+
+
 def test_under_record_level_dp_the_builtin_client_trains_with_dp_sgd_to_the_budget() -> None:
     flc = FLClient.model_validate(
         {"spec": {"trainingRef": {"name": "mnist"}, "issueKey": True, "workload": {}}}
@@ -115,8 +198,8 @@ def test_under_record_level_dp_the_builtin_client_trains_with_dp_sgd_to_the_budg
     settings = [command[i + 1] for i, arg in enumerate(command) if arg == "--app-config"]
     assert settings == ["dp-epsilon=1.0", "dp-delta=1e-05", "dp-rounds=5"]
     settings = aggregator.aggregator_settings(OWNER, spec, population=3)
-    assert settings["dp"] == "record"
-    assert settings["target_epsilon"] == 1.0
+    assert settings.dp == "record"
+    assert settings.target_epsilon == 1.0
 
 
 def _job(active: int = 0, ready: int = 0, condition: str | None = None) -> dict[str, object]:
