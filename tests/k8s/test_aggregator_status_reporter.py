@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -476,3 +477,26 @@ def test_only_the_aggregators_role_is_enough_and_no_more(
     )  # fmt: skip
     assert listing.stdout.strip() == "no"
     as_aggregator.close()
+
+
+def test_record_level_dp_shows_its_unit_and_each_sites_epsilon(
+    crds: ControlPlane, kube_namespace: str
+) -> None:
+    cp, ns = crds, kube_namespace
+    create(cp, ns, "consortium", ["site-a", "site-b"])
+    reporter = KubernetesReporter(ns, "consortium", kubeconfig=cp.kubeconfig)
+    reporter.resume(None)
+    privacy = {"mode": "record", "unit": "record", "noise_multiplier": None, "delta": 1e-5}
+    reporter.training_started(dataclasses.replace(started(), privacy=privacy))
+    reporter.round_finished(
+        finished_round(1, 0.8, sampled=["site-a", "site-b"], participants=["site-a", "site-b"],
+                       accepted=["site-a", "site-b"], rejected={},
+                       site_epsilon={"site-a": 0.8, "site-b": 0.45})
+    )  # fmt: skip
+    reporter.close()
+    ft = status(cp, ns, TRAININGS, "consortium")
+    assert ft["privacyUnit"] == "record"
+    assert ft["epsilonSpent"] == pytest.approx(0.8)  # the largest over the sites
+    assert "noiseMultiplier" not in ft
+    assert status(cp, ns, CLIENTS, "site-a")["epsilonSpent"] == pytest.approx(0.8)
+    assert status(cp, ns, CLIENTS, "site-b")["epsilonSpent"] == pytest.approx(0.45)

@@ -79,6 +79,13 @@ REFUSED = [
            dataResidency={"allowedRegions": ["eu"]}), "targetEpsilon <= 1"),
     (_with(GOOD_TRAINING, compliance={"profile": "gdpr"},
            privacy={"mode": "central", "targetEpsilon": 1}), "spec.dataResidency"),
+    # record-level DP: each site's budget is targetEpsilon; the sites calibrate their own σ
+    (_with(GOOD_TRAINING, privacy={"mode": "record"}), "privacy mode record needs targetEpsilon"),
+    (_with(GOOD_TRAINING, privacy={"mode": "record", "targetEpsilon": 1, "noiseMultiplier": 2}),
+     "and no noiseMultiplier"),
+    (_with(GOOD_TRAINING, compliance={"profile": "gdpr"},
+           privacy={"mode": "record", "targetEpsilon": 2},
+           dataResidency={"allowedRegions": ["eu"]}), "targetEpsilon <= 1"),
     (_with(GOOD_TRAINING, selection={"minClients": 5, "minAvailable": 3}),
      "spec.selection.minClients"),
     (_with(GOOD_TRAINING, selection={"fraction": 1.5}), "spec.selection.fraction"),
@@ -144,9 +151,26 @@ def test_immutable_fields_are_refused_on_update(
     assert field in result.stderr, result.stderr
 
 
+@pytest.mark.parametrize("mode", ["record", "central", "local"])
+def test_gdpr_accepts_record_level_and_client_level_dp_at_epsilon_1(
+    crds: ControlPlane,  # noqa: F811
+    kube_namespace: str,
+    mode: str,
+) -> None:
+    manifest = _with(
+        GOOD_TRAINING,
+        compliance={"profile": "gdpr"},
+        privacy={"mode": mode, "targetEpsilon": 1},
+        dataResidency={"allowedRegions": ["eu"]},
+    )
+    crds.kubectl("apply", "--dry-run=server", "-n", kube_namespace, "-f", "-",
+                 input=json.dumps(manifest))  # fmt: skip
+
+
 def test_examples_and_defaults_are_accepted(crds: ControlPlane, kube_namespace: str) -> None:  # noqa: F811
     for path in [REPO / "examples" / "training.yaml", REPO / "examples" / "clients.yaml",
                  REPO / "examples" / "gdpr" / "training.yaml",
+                 REPO / "examples" / "gdpr" / "consortium.yaml",
                  REPO / "examples" / "apps" / "site-image" / "training.yaml"]:  # fmt: skip
         crds.kubectl("apply", "--dry-run=server", "-n", kube_namespace, "-f", str(path))
     crds.kubectl("create", "-n", kube_namespace, "-f", "-", input=json.dumps(GOOD_TRAINING))
@@ -166,4 +190,6 @@ def test_examples_and_defaults_are_accepted(crds: ControlPlane, kube_namespace: 
     # no default: unset, the free-rider tests follow the pipeline's recommendation
     assert stored["spec"]["freeRiders"] == {"strikesToBan": 3}
     columns = crds.kubectl("get", "ft", "-n", kube_namespace).stdout.split("\n")[0].split()
-    assert columns == ["NAME", "PHASE", "ROUND", "ROUNDS", "EPSILON", "CLIENTS", "BANNED", "AGE"]
+    assert columns == [
+        "NAME", "PHASE", "ROUND", "ROUNDS", "EPSILON", "UNIT", "CLIENTS", "BANNED", "AGE"
+    ]  # fmt: skip

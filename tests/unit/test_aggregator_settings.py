@@ -173,7 +173,7 @@ def test_the_config_map_is_the_settings() -> None:
     [
         ({"rounds": 2, "round_timeout_s": 3}, "unknown key 'round_timeout_s'; the keys are: "),
         ({"rounds": 0}, "rounds: Input should be greater than or equal to 1"),
-        ({"dp": "maybe"}, "dp: Input should be 'none', 'central' or 'local'"),
+        ({"dp": "maybe"}, "dp: Input should be 'none', 'central', 'local' or 'record'"),
         ({"aggregator": "teleport"}, "aggregator: Input should be 'fedavg'"),
         ({"agg_params": ["f=1"]}, "agg_params: Input should be a valid dictionary"),
         ({"kubernetes_status": "mnist"}, "is not NAMESPACE/NAME"),

@@ -219,8 +219,8 @@ def test_the_config_file_builds_the_pipeline_its_flags_do(tmp_path: Path, pki_di
 @pytest.mark.parametrize(
     ("flags", "message"),
     [
-        (["--target-epsilon", "1"], "need --dp central or --dp local"),
-        (["--noise-multiplier", "1"], "need --dp central or --dp local"),
+        (["--target-epsilon", "1"], "need --dp central, local or record"),
+        (["--noise-multiplier", "1"], "need --dp central, local or record"),
         (["--dp", "central"], "noise_multiplier or a target_epsilon"),
     ],
 )
@@ -243,5 +243,8 @@ def test_an_aggregator_parameter_must_be_key_value(pki_dir: Path) -> None:
 def test_only_the_aggregator_needs_poisson_sampling_for_dp(pki_dir: Path) -> None:
     flags = ["--dp", "central", "--noise-multiplier", "1.0", "--sampling", "fixed"]
     assert simulated(flags).privacy.sampling == "fixed"  # the simulation knows its population
-    with pytest.raises(ValueError, match="--dp needs --sampling poisson"):
+    with pytest.raises(ValueError, match="--dp central needs --sampling poisson"):
         trained(flags, pki_dir)
+    # record-level DP is each site's own: the aggregator's sampling does not enter it
+    record = ["--dp", "record", "--target-epsilon", "1", "--sampling", "fixed"]
+    assert trained(record, pki_dir).privacy.mode == "record"

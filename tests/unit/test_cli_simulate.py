@@ -114,7 +114,7 @@ def test_recommended_defence_with_central_dp_is_dp_fedavg() -> None:
         (["--attackers", "5", "--free-riders", "1"], "leave no honest client"),
         (["--aggregator", "teleport"], "teleport"),
         (["--dp", "central"], "noise_multiplier or a target_epsilon"),
-        (["--target-epsilon", "1"], "need --dp central or --dp local"),
+        (["--target-epsilon", "1"], "need --dp central, local or record"),
         (["--alpha", "-1"], "--alpha"),
     ],
 )

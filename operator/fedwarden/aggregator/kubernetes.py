@@ -7,8 +7,10 @@ only the fields the aggregator owns, so that the operator (field manager ``fedwa
 phase, conditions, enrolled clients, endpoint, observed generation, message, times) never
 conflicts with it:
 
-- ``FederatedTraining.status``: ``round`` (rounds completed), ``epsilonSpent``, ``delta``,
-  ``noiseMultiplier``, ``participants`` (of the last round), ``rejectedUpdates`` (so far),
+- ``FederatedTraining.status``: ``round`` (rounds completed), ``epsilonSpent`` (under
+  record-level DP the largest ε over the sites), ``privacyUnit`` (``record`` or ``client``: whom
+  that ε protects), ``delta``, ``noiseMultiplier``, ``participants`` (of the last round),
+  ``rejectedUpdates`` (so far),
   ``bannedClients`` (sorted names), ``bannedCount``, ``lastMetrics`` (``accuracy``, ``loss``,
   ``updateNorm``, those known; under federated evaluation also ``evaluatedBy``, the number of
   clients whose claimed metrics were combined, and ``evaluatedRound``, the round whose model
@@ -16,8 +18,9 @@ conflicts with it:
   ``privacyStateLost`` (why this aggregator refuses to train: no checkpoint, though the status
   shows ε spent; see :meth:`KubernetesReporter.recorded_progress`);
 - ``FLClient.status`` (the client id is the FLClient's name, in the training's namespace):
-  ``strikes``, ``lastScore``, ``roundsParticipated``, and on a ban ``phase: Banned`` with
-  ``banReason`` (``<code>: <reason>``).
+  ``strikes``, ``lastScore``, ``roundsParticipated``, under record-level DP ``epsilonSpent`` (the
+  largest ε the site signed), and on a ban ``phase: Banned`` with ``banReason``
+  (``<code>: <reason>``).
 
 How it works: the events update an in-memory :class:`StatusState` (cheap, on the caller's
 thread); a writer thread applies the latest state (a coalescing slot: a burst of events is one
@@ -79,6 +82,7 @@ CLIENTS = "flclients"
 TRAINING_FIELDS = (
     "round",
     "epsilonSpent",
+    "privacyUnit",
     "delta",
     "noiseMultiplier",
     "participants",
@@ -102,7 +106,14 @@ def displayed_epsilon(epsilon: float) -> float:
     return math.ceil(epsilon * 1e4 - 1e-9) / 1e4
 
 
-CLIENT_FIELDS = ("strikes", "lastScore", "roundsParticipated", "phase", "banReason")
+CLIENT_FIELDS = (
+    "strikes",
+    "lastScore",
+    "roundsParticipated",
+    "epsilonSpent",
+    "phase",
+    "banReason",
+)
 """The FLClient status fields this reporter owns; ``phase`` only ever as ``Banned``."""
 
 _METRICS = (
@@ -137,6 +148,7 @@ class ClientFacts:
     strikes: int | None = None
     score: float | None = None
     rounds_participated: int | None = None
+    epsilon: float | None = None
     ban_reason: str | None = None
 
 
@@ -152,6 +164,7 @@ class StatusState:
 
     round: int | None = None
     epsilon: float | None = None
+    privacy_unit: str | None = None
     delta: float | None = None
     noise_multiplier: float | None = None
     participants: int | None = None
@@ -206,6 +219,7 @@ class StatusState:
         noise = event.privacy.get("noise_multiplier")
         if noise is not None and math.isfinite(float(noise)):
             self.noise_multiplier = float(noise)
+        self.privacy_unit = event.privacy.get("unit")
         self._ban(event.banned)
 
     def round_finished(self, event: RoundFinished, *, replayed: bool = False) -> None:
@@ -226,6 +240,9 @@ class StatusState:
         for name, count in event.rounds_participated.items():
             if (facts := self._client(name)) is not None:
                 facts.rounds_participated = int(count)
+        for name, epsilon in event.site_epsilon.items():
+            if (facts := self._client(name)) is not None and math.isfinite(epsilon):
+                facts.epsilon = max(float(epsilon), facts.epsilon or 0.0)
         self._ban(event.banned)
 
     def model_exported(self, event: ModelExported) -> None:
@@ -290,6 +307,8 @@ def training_status(
             out["epsilonSpent"] = float(seeded)
         else:
             out["epsilonSpent"] = spent
+    if state.privacy_unit is not None:
+        out["privacyUnit"] = state.privacy_unit
     if state.delta is not None:
         out["delta"] = state.delta
     if state.noise_multiplier is not None:
@@ -319,7 +338,7 @@ def client_status(seed: Mapping[str, Any] | None, facts: ClientFacts) -> dict[st
     this process knows; a ban is final."""
     seed = seed or {}
     out: dict[str, Any] = {}
-    for key in ("strikes", "lastScore", "roundsParticipated"):
+    for key in ("strikes", "lastScore", "roundsParticipated", "epsilonSpent"):
         if key in seed and seed[key] is not None:
             out[key] = seed[key]
     if facts.strikes is not None:
@@ -329,6 +348,10 @@ def client_status(seed: Mapping[str, Any] | None, facts: ClientFacts) -> dict[st
     if facts.rounds_participated is not None:
         out["roundsParticipated"] = max(
             facts.rounds_participated, int(out.get("roundsParticipated") or 0)
+        )
+    if facts.epsilon is not None:  # a site's ε never goes down on the resource either
+        out["epsilonSpent"] = max(
+            displayed_epsilon(facts.epsilon), float(out.get("epsilonSpent") or 0.0)
         )
     if facts.ban_reason is not None:
         out["phase"] = "Banned"

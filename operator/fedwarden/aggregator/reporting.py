@@ -132,6 +132,8 @@ class RoundFinished(Event):
     to the cohort's robust direction (free-rider detection)."""
     rounds_participated: dict[str, int] = field(default_factory=dict)
     """Each aggregated client's count of rounds whose aggregate included its update, so far."""
+    site_epsilon: dict[str, float] = field(default_factory=dict)
+    """Record-level DP: each sampled site's largest signed ε so far (its records' guarantee)."""
 
 
 @dataclass

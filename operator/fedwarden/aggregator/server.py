@@ -15,7 +15,8 @@ A round, as the loop runs it:
    update matrix; the round closes when every sampled client has a final outcome or at the
    deadline (stragglers are dropped);
 4. run the pipeline on the accepted updates (validation, free riders, clipping, robust
-   aggregation, DP, accountant); an exhausted privacy budget ends the training;
+   aggregation, DP, accountant); an exhausted privacy budget ends the training, and so does,
+   under record-level DP, every site having reported its own budget spent;
 5. write the post-round checkpoint atomically (then, with ``--output-model``, export the model
    and its signed provenance: :mod:`fedwarden.aggregator.export`); only then serve the new
    model, revoke the certificates of newly banned clients and report the round.
@@ -76,7 +77,8 @@ from fedwarden.aggregator.tls import ServerTLS
 from fedwarden.pipeline import ParameterLayout
 from fedwarden.pipeline.errors import PrivacyBudgetExhaustedError
 from fedwarden.pipeline.evaluation import Evaluation, combine_client_evaluations
-from fedwarden.pipeline.round import Pipeline, RoundResult
+from fedwarden.pipeline.round import Pipeline, RoundResult, privacy_unit
+from fedwarden.pipeline.site_privacy import SiteReport
 from fedwarden.pki import (
     CertificateProblem,
     PeerVerifier,
@@ -238,7 +240,8 @@ class Aggregator:
                 f"the initial model has {model.size} parameters, the pipeline expects "
                 f"{pipeline.dim}"
             )
-        if pipeline.config.privacy.mode != "none" and config.sampling != "poisson":
+        # record-level DP is each site's own: the aggregator's sampling does not enter it
+        if pipeline.config.privacy.mode in ("central", "local") and config.sampling != "poisson":
             raise ValueError(
                 "differential privacy needs sampling='poisson': the accountant's sample rate "
                 "is the probability q of each client being in a round, and a fixed-size sample "
@@ -434,6 +437,7 @@ class Aggregator:
                 epsilon=self.pipeline.epsilon,
                 privacy={
                     "mode": privacy.mode,
+                    "unit": privacy_unit(privacy.mode),
                     "noise_multiplier": self.pipeline.noise_multiplier,
                     "delta": privacy.delta if privacy.mode != "none" else None,
                     "target_epsilon": privacy.target_epsilon,
@@ -631,6 +635,12 @@ class Aggregator:
             await self._linger()
             return self.finished
         while self.rounds_done < self.config.rounds:
+            if self._sites_budget_spent():
+                return await self._finish(
+                    "budget-exhausted",
+                    f"every site's record-level privacy budget is spent (largest ε = "
+                    f"{self.pipeline.epsilon:.4g}) after {self.rounds_done} rounds",
+                )
             number = self.rounds_done + 1
             await self._wait_for_clients()
             rnd = self._open_round(number)
@@ -659,20 +669,32 @@ class Aggregator:
             await asyncio.wait_for(self._changed.wait(), timeout)
 
     def available(self) -> list[str]:
-        """Clients seen within ``availability_ttl`` seconds and not banned."""
+        """Clients seen within ``availability_ttl`` seconds, not banned, and (record-level DP)
+        not out of budget: a site that reported its budget spent would refuse to train."""
         if self._loop is None:
             return []
         horizon = self._now() - self.config.availability_ttl
+        spent = self.pipeline.sites_budget_spent
         return sorted(
-            c for c, t in self._last_seen.items() if t >= horizon and c not in self._banned
+            c
+            for c, t in self._last_seen.items()
+            if t >= horizon and c not in self._banned and c not in spent
         )
 
     @property
     def min_available(self) -> int:
-        """``min_available`` less the clients banned since: a banned client can never be
-        available again, and a training whose minimum was its whole population must not wait
-        for it forever."""
-        return max(1, self.config.min_available - len(self._banned))
+        """``min_available`` less the clients banned or out of budget since: such a client can
+        never be available again, and a training whose minimum was its whole population must
+        not wait for it forever."""
+        gone = len(self._banned) + len(self.pipeline.sites_budget_spent - set(self._banned))
+        return max(1, self.config.min_available - gone)
+
+    def _sites_budget_spent(self) -> bool:
+        """Record-level DP: every site ever seen (the fates are checkpointed) and not banned
+        reported its budget spent."""
+        spent = self.pipeline.sites_budget_spent
+        sites = set(self._fates) - set(self._banned)
+        return bool(spent) and sites <= spent
 
     async def _wait_for_clients(self) -> None:
         while len(available := self.available()) < self.min_available:
@@ -732,7 +754,15 @@ class Aggregator:
         cohort = matrix[: len(ids)]
         examples = np.array([rnd.accepted[c].envelope.num_examples for c in ids], np.float64)
         weights = examples if len(examples) and (examples > 0).all() else None
-        result = self.pipeline.run_round(cohort, ids, weights=weights, sample_rate=rnd.sample_rate)
+        reports = {
+            c: SiteReport(
+                rnd.accepted[c].envelope.site_epsilon, rnd.accepted[c].envelope.site_budget_spent
+            )
+            for c in ids
+        }
+        result = self.pipeline.run_round(
+            cohort, ids, weights=weights, sample_rate=rnd.sample_rate, site_reports=reports
+        )
         new_model = (rnd.base_model + result.aggregate).astype(np.float32)
         return result, new_model, tensor_digest(new_model)
 
@@ -827,6 +857,9 @@ class Aggregator:
             scores={} if result is None else {c: float(v) for c, v in result.contribution.items()},
             rounds_participated={
                 c: self._fate(c).aggregated for c in ([] if result is None else result.accepted)
+            },
+            site_epsilon={
+                c: eps for c in rnd.sampled if (eps := self.pipeline.site_epsilon(c)) is not None
             },
         )
         for client, reason in banned.items():

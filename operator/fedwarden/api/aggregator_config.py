@@ -99,7 +99,7 @@ class AggregatorSettings(BaseModel):
     clip_quantile: float | None = Field(default=None, gt=0, lt=1)
     free_rider_detection: bool | None = None
     strikes_to_ban: AtLeastOne | None = None
-    dp: Literal["none", "central", "local"] | None = None
+    dp: Literal["none", "central", "local", "record"] | None = None
     target_epsilon: Positive | None = None
     delta: float | None = Field(default=None, gt=0, lt=1)
     noise_multiplier: Positive | None = None

@@ -103,6 +103,12 @@ class FLClientStatus(Model):
     strikes: int = Field(default=0, ge=0)
     last_score: float | None = Field(default=None, description="Last contribution score.")
     rounds_participated: int = Field(default=0, ge=0)
+    epsilon_spent: float | None = Field(
+        default=None,
+        ge=0,
+        description="Record-level DP: the largest ε this site signed into its updates, the "
+        "guarantee of its records.",
+    )
     ban_reason: str | None = None
     message: str | None = None
     observed_generation: int | None = None

@@ -188,6 +188,7 @@ def crds() -> list[dict[str, Any]]:
             _column("Round", "integer", ".status.round", "Rounds completed."),
             _column("Rounds", "integer", ".spec.rounds", "Rounds asked for."),
             _column("Epsilon", "number", ".status.epsilonSpent", "Privacy budget ε spent."),
+            _column("Unit", "string", ".status.privacyUnit", "Whom ε protects: record, client."),
             _column("Clients", "integer", ".status.enrolledClients", "Enrolled FLClients."),
             _column("Banned", "integer", ".status.bannedCount", "Banned FLClients."),
             _column("Accuracy", "number", ".status.lastMetrics.accuracy", "Last evaluation.", 1),

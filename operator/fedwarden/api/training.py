@@ -186,7 +186,12 @@ class ClippingSpec(Model):
 
 
 class PrivacySpec(Model):
-    """Differential privacy and its budget. Immutable: the accounting assumes one mechanism."""
+    """Differential privacy and its budget. Immutable: the accounting assumes one mechanism.
+
+    The mode decides the unit the ε protects: central and local protect a whole client (all
+    that one site contributes); record protects one record of a site (every site trains with
+    DP-SGD under its own accountant, targetEpsilon is each site's budget, and the status shows
+    the largest ε over the sites)."""
 
     model_config = Model.model_config | {
         "json_schema_extra": cel_rules(
@@ -196,14 +201,25 @@ class PrivacySpec(Model):
             ),
             (
                 "self.mode != 'none' || (!has(self.targetEpsilon) && !has(self.noiseMultiplier))",
-                "targetEpsilon and noiseMultiplier need mode central or local",
+                "targetEpsilon and noiseMultiplier need mode central, local or record",
+            ),
+            (
+                "self.mode != 'record' || (has(self.targetEpsilon) && !has(self.noiseMultiplier))",
+                "privacy mode record needs targetEpsilon (each site's budget) and no "
+                "noiseMultiplier (each site calibrates its own DP-SGD)",
             ),
             ("self == oldSelf", "privacy is immutable once the training exists"),
         )
     }
 
-    mode: Literal["none", "central", "local"] = "none"
-    target_epsilon: float | None = Field(default=None, gt=0, le=100, description="Budget ε.")
+    mode: Literal["none", "central", "local", "record"] = Field(
+        default="none",
+        description="central or local: client-level DP (ε protects a whole client); record: "
+        "record-level DP-SGD at every site (ε protects one record of a site).",
+    )
+    target_epsilon: float | None = Field(
+        default=None, gt=0, le=100, description="Budget ε (with mode record, each site's)."
+    )
     delta: float = Field(default=1e-5, gt=0, lt=0.01, description="δ of (ε, δ)-DP.")
     noise_multiplier: float | None = Field(
         default=None, gt=0, le=1000, description="σ; calibrated from targetEpsilon when unset."
@@ -213,6 +229,18 @@ class PrivacySpec(Model):
         default="Succeed",
         description="Phase of a training stopped because the next round would exceed the budget.",
     )
+
+    @model_validator(mode="after")
+    def _record_needs_a_target(self) -> PrivacySpec:
+        # the CEL rule's twin, for specs that do not pass through the API server
+        if self.mode == "record" and (
+            self.target_epsilon is None or self.noise_multiplier is not None
+        ):
+            raise ValueError(
+                "privacy mode record needs targetEpsilon (each site's budget) and no "
+                "noiseMultiplier (each site calibrates its own DP-SGD)"
+            )
+        return self
 
 
 class FreeRiderSpec(Model):
@@ -238,8 +266,8 @@ class DataResidencySpec(Model):
 class ComplianceSpec(Model):
     profile: Literal["none", "gdpr"] = Field(
         default="none",
-        description="gdpr: differential privacy with targetEpsilon ≤ 1 and a data residency "
-        "list are mandatory.",
+        description="gdpr: differential privacy with targetEpsilon ≤ 1, client-level (central, "
+        "local) or record-level (record), and a data residency list are mandatory.",
     )
 
 
@@ -344,10 +372,11 @@ class FederatedTrainingSpec(Model):
             ),
             (
                 "!has(self.compliance) || self.compliance.profile != 'gdpr' || "
-                "(self.privacy.mode != 'none' && has(self.privacy.targetEpsilon) && "
-                "self.privacy.targetEpsilon <= 1.0)",
-                "compliance profile gdpr requires privacy.mode central or local with "
-                "privacy.targetEpsilon <= 1",
+                "(self.privacy.mode in ['central', 'local', 'record'] && "
+                "has(self.privacy.targetEpsilon) && self.privacy.targetEpsilon <= 1.0)",
+                "compliance profile gdpr requires privacy.targetEpsilon <= 1 with client-level "
+                "(privacy.mode central or local) or record-level (privacy.mode record, each "
+                "site's budget) differential privacy",
                 ".privacy",
             ),
             (
@@ -435,7 +464,16 @@ class ModelStatus(Model):
 class FederatedTrainingStatus(Model):
     phase: TrainingPhase = "Pending"
     round: int = Field(default=0, ge=0, description="Rounds completed.")
-    epsilon_spent: float | None = Field(default=None, ge=0, description="ε spent so far.")
+    epsilon_spent: float | None = Field(
+        default=None,
+        ge=0,
+        description="ε spent so far; under record-level DP the largest a site reported.",
+    )
+    privacy_unit: Literal["record", "client"] | None = Field(
+        default=None,
+        description="Whom epsilonSpent protects: one record of a site (record-level DP) or a "
+        "whole client (client-level DP).",
+    )
     delta: float | None = None
     noise_multiplier: float | None = None
     participants: int = Field(default=0, ge=0, description="Clients in the last round.")

@@ -35,6 +35,7 @@ import numpy as np
 import numpy.typing as npt
 
 from fedwarden.pipeline import ParameterLayout, flatten
+from fedwarden.pipeline.errors import PrivacyBudgetExhaustedError
 from fedwarden.pipeline.evaluation import Evaluation
 
 F32 = npt.NDArray[np.float32]
@@ -357,6 +358,8 @@ class NumPyClientApp:
         config = {**self.config, "server_round": round}
         try:
             new, num_examples, metrics = self.client.fit(arrays, config)
+        except PrivacyBudgetExhaustedError:
+            raise  # the site refuses to train past its record-level budget: not a failure
         except Exception as exc:
             raise AppError(f"the NumPyClient's fit raised {type(exc).__name__}: {exc}") from exc
         vector = self._checked(new, "the NumPyClient's fit")

@@ -25,6 +25,13 @@ One :class:`FederationClient` runs the loop::
   signed; an app that fails ends the run with status ``failed`` and reason ``app-error``.
 - **Local DP** (optional, or required by the aggregator): the update is clipped and noised with
   :func:`fedwarden.pipeline.dp.privatize_locally` before it is signed.
+- **Record-level DP** (when the aggregator announces ``record_dp``: a target ε and δ per site):
+  the app trains with DP-SGD under its own accountant and reports the ε it has spent in its fit
+  metrics (``epsilon``, and ``budget_spent`` = 1 when another round would exceed its budget);
+  the runtime signs both into the envelope. An app that reports no ε fails the run; an update
+  whose ε is above the announced budget is never sent, and an app that refuses to train
+  (:class:`~fedwarden.pipeline.errors.PrivacyBudgetExhaustedError`) ends the run: status
+  ``done``, reason ``budget-exhausted``.
 """
 
 from __future__ import annotations
@@ -51,6 +58,7 @@ from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from fedwarden.client.apps import App, AppError, Task, check_finite
 from fedwarden.pipeline import ParameterLayout
 from fedwarden.pipeline.dp import noise_generator, privatize_locally
+from fedwarden.pipeline.errors import PrivacyBudgetExhaustedError
 from fedwarden.pki import (
     KeyPairWatcher,
     PKIError,
@@ -326,8 +334,15 @@ class FederationClient:
         except AppError as exc:
             log.error("the app failed: %s", exc)
             return self._result("failed", "app-error", str(exc))
+        except PrivacyBudgetExhaustedError as exc:
+            log.warning("this site's privacy budget is spent; leaving: %s", exc)
+            return self._result("done", "budget-exhausted", str(exc))
         except _Stop:
             return self._result("stopped", "stopped", "stopped on request")
+        except ValueError:
+            if self._stop.is_set():  # stop() closed the channel under a call in flight
+                return self._result("stopped", "stopped", "stopped on request")
+            raise
         finally:
             self._close_channel()
 
@@ -582,17 +597,39 @@ class FederationClient:
             return
         evaluation = self._evaluate(model)
         update, num_examples, metrics = self._fit(model, number)
+        site_privacy = self._site_privacy(metrics, number)
         dp = self._local_dp()
         if dp is not None:
             update = privatize_locally(update, dp[0], dp[1], self._dp_rng).astype(np.float32)
         self._rounds_trained += 1
-        self._submit(instruction, update, num_examples, deadline, metrics, evaluation)
+        self._submit(instruction, update, num_examples, deadline, metrics, evaluation, site_privacy)
+
+    def _site_privacy(self, metrics: dict[str, float], number: int) -> tuple[float, bool] | None:
+        """Under announced record-level DP: ``(ε spent, budget spent)`` from the app's fit
+        metrics. An update past the budget is not sent: the run ends."""
+        announced = self._announced().get("record_dp") or {}
+        if not announced:
+            return None
+        target, delta = float(announced["target_epsilon"]), float(announced["delta"])
+        epsilon = metrics.get("epsilon")
+        if epsilon is None:
+            raise AppError(
+                f"the training runs record-level DP (ε = {target:g} per site at δ = {delta:g}): "
+                "the app must train with DP-SGD and report the ε it has spent in its fit "
+                "metrics as 'epsilon' (see docs/privacy.md)"
+            )
+        if epsilon > target:
+            raise PrivacyBudgetExhaustedError(
+                f"the app reports ε = {epsilon:.4g} after round {number}, above the training's "
+                f"budget ε = {target:g} (δ = {delta:g}); the update is not sent"
+            )
+        return float(epsilon), bool(metrics.get("budget_spent", 0.0))
 
     def _fit(self, model: F32, number: int) -> tuple[F32, int, dict[str, float]]:
         try:
             fit = self.task.fit(model, number)
             update_raw, num_examples, metrics = fit[0], int(fit[1]), dict(fit[2] or {})
-        except AppError:
+        except (AppError, PrivacyBudgetExhaustedError):
             raise
         except Exception as exc:
             raise AppError(f"the app's fit raised {type(exc).__name__}: {exc}") from exc
@@ -659,6 +696,7 @@ class FederationClient:
         deadline: float,
         metrics: dict[str, float],
         evaluation: tuple[int, dict[str, float]] | None = None,
+        site_privacy: tuple[float, bool] | None = None,
     ) -> None:
         number = instruction.round
         payload_digest = tensor_digest(update)
@@ -676,6 +714,8 @@ class FederationClient:
                 nonce=new_nonce(),
                 eval_examples=0 if evaluation is None else evaluation[0],
                 eval_metrics={} if evaluation is None else evaluation[1],
+                site_epsilon=None if site_privacy is None else site_privacy[0],
+                site_budget_spent=site_privacy is not None and site_privacy[1],
             )
             signed = sign_envelope(self._key, envelope)
             remaining = deadline - time.monotonic()

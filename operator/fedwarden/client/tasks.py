@@ -11,6 +11,13 @@ of the training set split the same way by every client, and evaluates on shard 3
 (its own held-out data); the split and the partition are seeded by ``data_seed``, which every
 party of a training must share. The aggregator's view (no client index) is the whole training
 set, the initial model (seeded by ``model_seed``) and the whole test set.
+
+Record-level DP: with ``dp-epsilon`` (and ``dp-rounds``, ``dp-delta``, ``dp-clip-norm``) in its
+run_config the task trains with DP-SGD under its own accountant
+(:class:`~fedwarden.sim.site_dp.SiteDPSGD`): σ is calibrated so that ``dp-rounds`` rounds spend
+``dp-epsilon`` at ``dp-delta``, every fit reports ``epsilon`` and ``budget_spent`` in its metrics,
+and a round that would exceed the budget is refused
+(:class:`~fedwarden.pipeline.errors.PrivacyBudgetExhaustedError`) before it trains.
 """
 
 from __future__ import annotations
@@ -23,10 +30,12 @@ import numpy.typing as npt
 
 from fedwarden.client.apps import AppError, FitResult
 from fedwarden.pipeline import ParameterLayout
+from fedwarden.pipeline.dp import noise_generator
 from fedwarden.pipeline.evaluation import Evaluation
 from fedwarden.sim.datasets import DATASETS, Dataset, load_dataset
 from fedwarden.sim.models import MODELS, Model, evaluate, local_sgd, make_model
 from fedwarden.sim.partition import PARTITIONS, partition
+from fedwarden.sim.site_dp import SiteDPSGD
 
 F32 = npt.NDArray[np.float32]
 
@@ -94,6 +103,10 @@ class BuiltinTask:
         hidden: hidden units of ``mlp``.
         seed: seeds the client's SGD order; ``None`` draws from the OS.
         model_seed: seeds the initial model (every aggregator restart makes the same one).
+        dp_epsilon: record-level DP: this site's budget ε; ``None`` trains without DP.
+        dp_delta: δ of the site's guarantee.
+        dp_rounds: rounds the budget must last (needed with ``dp_epsilon``).
+        dp_clip_norm: C of DP-SGD, the bound on each example's gradient.
     """
 
     def __init__(
@@ -111,6 +124,10 @@ class BuiltinTask:
         seed: int | None = None,
         model_seed: int = 0,
         dataset: Dataset | None = None,
+        dp_epsilon: float | None = None,
+        dp_delta: float = 1e-5,
+        dp_rounds: int | None = None,
+        dp_clip_norm: float = 1.0,
     ) -> None:
         self.name = name
         self.dataset_name, self.model_name = split_task_name(name)
@@ -150,6 +167,21 @@ class BuiltinTask:
             self.x_test, self.y_test = self.x_test[held_out], self.y_test[held_out]
         self.model_seed = model_seed
         self._rng = np.random.default_rng(seed)
+        self.site_dp: SiteDPSGD | None = None
+        if dp_epsilon is not None:
+            if dp_rounds is None:
+                raise ValueError("dp-epsilon needs dp-rounds, the rounds the budget must last")
+            self.site_dp = SiteDPSGD(
+                target_epsilon=float(dp_epsilon),
+                delta=float(dp_delta),
+                rounds=int(dp_rounds),
+                num_examples=len(self.y),
+                batch_size=batch_size,
+                local_epochs=local_epochs,
+                clip_norm=float(dp_clip_norm),
+            )
+            # the DP-SGD noise must not be predictable: from the OS CSPRNG, whatever `seed` is
+            self._dp_rng = noise_generator(None)
 
     @property
     def num_parameters(self) -> int:
@@ -169,6 +201,17 @@ class BuiltinTask:
 
     def fit(self, global_params: F32, round: int) -> FitResult:
         params = np.asarray(global_params, dtype=np.float32)
+        if self.site_dp is not None:
+            new = self.site_dp.train(
+                self.model, params, self.x, self.y, lr=self.lr, rng=self._dp_rng
+            )
+            # only what DP-SGD released: train metrics on the private data would leak
+            update = (new - params).astype(np.float32)
+            privacy = {
+                "epsilon": self.site_dp.epsilon,
+                "budget_spent": float(self.site_dp.budget_spent),
+            }
+            return FitResult(update, len(self.y), privacy)
         new = local_sgd(
             self.model,
             params,
@@ -210,7 +253,8 @@ def builtin_app(context: Any) -> BuiltinTask:
     """A built-in task as a ``client_fn(context)``: what ``--task`` loads.
 
     ``run_config``: ``task`` (required), ``partition``, ``data-seed``, ``model-seed``,
-    ``local-epochs``, ``lr``, ``batch-size``, ``hidden``, ``seed``; ``node_config``:
+    ``local-epochs``, ``lr``, ``batch-size``, ``hidden``, ``seed``, and for record-level DP
+    ``dp-epsilon``, ``dp-delta``, ``dp-rounds``, ``dp-clip-norm``; ``node_config``:
     ``partition-id`` (absent: the aggregator's view) and ``num-partitions``.
     """
     run: dict[str, Any] = dict(context.run_config)
@@ -227,8 +271,9 @@ def builtin_app(context: Any) -> BuiltinTask:
             + "; it takes "
             + ", ".join(sorted(k.replace("_", "-") for k in _BUILTIN_OPTIONS))
         )
-    if "lr" in options:
-        options["lr"] = float(options["lr"])
+    for real in ("lr", "dp_epsilon", "dp_delta", "dp_clip_norm"):
+        if real in options:
+            options[real] = float(options[real])
     if "partition" in options:
         options["partition"] = str(options["partition"])
     index = node.get("partition-id")
@@ -244,5 +289,18 @@ def builtin_app(context: Any) -> BuiltinTask:
 
 
 _BUILTIN_OPTIONS = frozenset(
-    {"partition", "data_seed", "model_seed", "local_epochs", "lr", "batch_size", "hidden", "seed"}
+    {
+        "partition",
+        "data_seed",
+        "model_seed",
+        "local_epochs",
+        "lr",
+        "batch_size",
+        "hidden",
+        "seed",
+        "dp_epsilon",
+        "dp_delta",
+        "dp_rounds",
+        "dp_clip_norm",
+    }
 )

@@ -100,19 +100,22 @@ _OPTIONS = (
     ),
     click.option(
         "--dp",
-        type=click.Choice(("none", "central", "local"), case_sensitive=False),
+        type=click.Choice(("none", "central", "local", "record"), case_sensitive=False),
         default="none",
         show_default=True,
-        help="Differential privacy: central (noise on the aggregate; DP-FedAvg unless "
-        "--aggregator names a rule) or local (each client clips and noises its own update; the "
-        "aggregator announces C and σ and accounts).",
+        help="Differential privacy. Client-level (the ε protects a whole site): central (noise "
+        "on the aggregate; DP-FedAvg unless --aggregator names a rule) or local (each client "
+        "clips and noises its own update; the aggregator announces C and σ and accounts). "
+        "Record-level (the ε protects one record of a site): record (every site trains with "
+        "DP-SGD under its own accountant, --target-epsilon is each site's budget; the "
+        "aggregator announces it and reports the largest ε over sites).",
     ),
     click.option(
         "--target-epsilon",
         type=click.FloatRange(min=0, min_open=True),
         default=None,
-        help="Privacy budget ε; the noise is calibrated to spend it over the rounds, and "
-        "training stops before a round would exceed it.",
+        help="Privacy budget ε (with --dp record, each site's); the noise is calibrated to "
+        "spend it over the rounds, and training stops before a round would exceed it.",
     ),
     click.option(
         "--delta",
@@ -173,7 +176,7 @@ def pipeline_config(
     if options["dp"] == "none":
         if options["target_epsilon"] is not None or options["noise_multiplier"] is not None:
             raise ValueError(
-                "--target-epsilon and --noise-multiplier need --dp central or --dp local"
+                "--target-epsilon and --noise-multiplier need --dp central, local or record"
             )
         privacy = PrivacyConfig()
     else:

@@ -447,8 +447,10 @@ def _pipeline_config(options: Mapping[str, Any]) -> PipelineConfig:
     --rounds and --fraction. With DP the aggregator samples by Poisson, what its accountant
     assumes (a simulation may also sample a fixed cohort of its known population)."""
     sampling = effective_sampling(options)
-    if options["dp"] != "none" and sampling != "poisson":
-        raise ValueError("--dp needs --sampling poisson (the accountant's sampling)")
+    if options["dp"] in ("central", "local") and sampling != "poisson":
+        raise ValueError(
+            f"--dp {options['dp']} needs --sampling poisson (the accountant's sampling)"
+        )
     return pipeline_config(
         options, rounds=options["rounds"], sample_rate=options["fraction"], sampling=sampling
     )
@@ -504,6 +506,13 @@ def _build(options: dict[str, Any]) -> Any:
         announced["local_dp"] = {
             "clip_norm": settings.clipping.clip_norm,
             "noise_multiplier": pipeline.noise_multiplier,
+        }
+    if settings.privacy.mode == "record":
+        # each site's budget; the built-in app takes it as dp-epsilon, dp-delta, dp-rounds
+        announced["record_dp"] = {
+            "target_epsilon": settings.privacy.target_epsilon,
+            "delta": settings.privacy.delta,
+            "rounds": options["rounds"],
         }
     max_update = (
         None if options["max_update_mib"] is None else int(options["max_update_mib"] * (1 << 20))

@@ -17,6 +17,7 @@ from fedwarden.commands._common import console, emit_json, json_option, user_err
 from fedwarden.commands.bench_apps import apps
 from fedwarden.commands.bench_defences import defences
 from fedwarden.commands.bench_model_size import model_size
+from fedwarden.commands.bench_privacy import privacy_units
 from fedwarden.commands.bench_runtime import runtime
 
 
@@ -216,3 +217,4 @@ bench.add_command(runtime)
 bench.add_command(apps)
 bench.add_command(model_size)
 bench.add_command(defences)
+bench.add_command(privacy_units)

@@ -170,6 +170,13 @@ def _choice(values: tuple[str, ...]) -> click.Choice[str]:
     show_default=True,
     help="Local SGD mini-batch size.",
 )
+@click.option(
+    "--example-clip-norm",
+    type=click.FloatRange(min=0, min_open=True),
+    default=1.0,
+    show_default=True,
+    help="--dp record: DP-SGD's bound C on each example's gradient.",
+)
 @pipeline_options
 @click.option(
     "--seed",
@@ -194,6 +201,9 @@ def simulate(**options: Any) -> None:
       fedwarden simulate --defence none --attack sign-flip
       fedwarden simulate --aggregator krum --agg-param f=5 --attack sybil
       fedwarden simulate --attack backdoor --attack-param boost=5 --json
+      fedwarden simulate --dataset breast-cancer --model logreg --clients 5 \\
+          --attackers 0 --free-riders 0 --partition iid --rounds 20 --dp record \\
+          --target-epsilon 1
       fedwarden simulate --dataset mnist1d --dataset-size 30000 --clients 1000 \\
           --attackers 0 --free-riders 0 --partition iid --clients-per-round 100 \\
           --rounds 100 --defence none --clipping fixed --dp central --target-epsilon 1
@@ -261,6 +271,7 @@ def _build_config(options: dict[str, Any]) -> Any:
         local_epochs=options["local_epochs"],
         lr=options["lr"],
         batch_size=options["batch_size"],
+        example_clip_norm=options["example_clip_norm"],
         seed=options["seed"],
         pipeline=pipeline,
     )
@@ -337,7 +348,14 @@ def _print_result(result: Any) -> None:
         )
     if pipe.privacy.mode != "none":
         seeded = f", noise seeded with --seed {cfg.seed}" if result.noise_seeded else ""
-        table.add_row("privacy", f"ε = {result.epsilon:.3g} at δ = {result.delta:g}{seeded}")
+        unit = (
+            "record-level, the largest over sites"
+            if pipe.privacy.mode == "record"
+            else "client-level"
+        )
+        table.add_row(
+            "privacy", f"ε = {result.epsilon:.3g} at δ = {result.delta:g} ({unit}){seeded}"
+        )
     table.add_row(
         "banned",
         f"{len(result.attackers_banned)}/{cfg.attackers} attackers, "

@@ -2,9 +2,10 @@
 
 ``python -m fedwarden.demo.participant --role ROLE ...`` where ROLE is
 
-- ``honest``: trains its shard with DP-SGD (example-level DP, :func:`fedwarden.sim.models.dp_sgd`)
-  calibrated so that the planned rounds spend at most ``--epsilon`` at ``--delta``, or with
-  plain local SGD when ``--epsilon`` is not given;
+- ``honest``: trains its shard with DP-SGD (record-level DP: the built-in task with
+  ``dp-epsilon``, :class:`fedwarden.sim.site_dp.SiteDPSGD`) calibrated so that the planned rounds
+  spend at most ``--epsilon`` at ``--delta``, or with plain local SGD when ``--epsilon`` is not
+  given;
 - ``poisoner``: trains honestly, then sends the update sign-flipped and boosted ×10, claiming a
   million examples (a model-poisoning attack that also tries to buy influence);
 - ``free-rider``: trains nothing and sends the previous round's global update back, with a
@@ -33,59 +34,9 @@ import numpy.typing as npt
 from fedwarden.client.apps import FitResult
 from fedwarden.client.runtime import GIVE_UP_AFTER, ClientConfig, FederationClient
 from fedwarden.client.tasks import BuiltinTask
-from fedwarden.pipeline.accounting import calibrate_noise_multiplier, get_accountant
-from fedwarden.pipeline.dp import noise_generator
-from fedwarden.sim.models import DPSGDConfig, dp_sgd, evaluate
 
 F32 = npt.NDArray[np.float32]
 ROLES = ("honest", "poisoner", "free-rider")
-
-
-class ExampleDPTask:
-    """A built-in task trained with DP-SGD; its own accountant tracks the ε it has spent.
-
-    The guarantee is example-level: any one training example of this client changes the
-    distribution of everything the client sends by at most (ε, δ). It says nothing about the
-    client as a whole (that is client-level DP, which needs far more clients than a demo has).
-    """
-
-    def __init__(
-        self, inner: BuiltinTask, *, epsilon: float, delta: float, rounds: int, clip_norm: float
-    ) -> None:
-        self.inner = inner
-        self.delta = delta
-        q = min(1.0, inner.batch_size / max(1, inner.num_examples))
-        steps = rounds * inner.local_epochs * DPSGDConfig(clip_norm, 0.0, q).steps_per_epoch()
-        sigma = calibrate_noise_multiplier(epsilon, delta, q, steps, accountant="rdp")
-        self.config = DPSGDConfig(clip_norm=clip_norm, noise_multiplier=sigma, sample_rate=q)
-        self.accountant = get_accountant("rdp")
-        self._rng = noise_generator(None)
-
-    @property
-    def num_parameters(self) -> int:
-        return self.inner.num_parameters
-
-    @property
-    def epsilon(self) -> float:
-        return self.accountant.epsilon(self.delta) if self.accountant.steps else 0.0
-
-    def fit(self, global_params: F32, round: int) -> FitResult:
-        task = self.inner
-        params = np.asarray(global_params, dtype=np.float32)
-        new, steps = dp_sgd(
-            task.model,
-            params,
-            task.x,
-            task.y,
-            epochs=task.local_epochs,
-            lr=task.lr,
-            config=self.config,
-            rng=self._rng,
-        )
-        self.accountant.step(self.config.noise_multiplier, self.config.sample_rate, steps)
-        update = (new - params).astype(np.float32)
-        accuracy, _ = evaluate(task.model, new, task.x, task.y)
-        return FitResult(update, task.num_examples, {"train_accuracy": accuracy})
 
 
 class PoisoningTask:
@@ -159,26 +110,23 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.WARNING, format=f"%(asctime)s {args.role}-{args.index} %(message)s"
     )
 
+    private = args.role == "honest" and args.epsilon is not None
     inner = BuiltinTask(
         args.task,
         partition=args.partition,
         client_index=args.index,
         num_clients=args.num_clients,
         lr=args.lr,
+        dp_epsilon=args.epsilon if private else None,
+        dp_delta=args.delta,
+        dp_rounds=args.rounds,
+        dp_clip_norm=args.clip_norm,
     )
     task: Any
     if args.role == "poisoner":
         task = PoisoningTask(inner)
     elif args.role == "free-rider":
         task = FreeRidingTask(inner.num_parameters)
-    elif args.epsilon is not None:
-        task = ExampleDPTask(
-            inner,
-            epsilon=args.epsilon,
-            delta=args.delta,
-            rounds=args.rounds,
-            clip_norm=args.clip_norm,
-        )
     else:
         task = inner
     config = ClientConfig(
@@ -191,14 +139,13 @@ def main(argv: list[str] | None = None) -> int:
         backoff_max=2.0,
     )
     result = FederationClient(config, task).run()
+    site_dp = inner.site_dp if private else None
     payload = {
         "role": args.role,
         "result": result.to_dict(),
-        "epsilon": task.epsilon if isinstance(task, ExampleDPTask) else None,
-        "noise_multiplier": (
-            task.config.noise_multiplier if isinstance(task, ExampleDPTask) else None
-        ),
-        "sample_rate": task.config.sample_rate if isinstance(task, ExampleDPTask) else None,
+        "epsilon": None if site_dp is None else site_dp.epsilon,
+        "noise_multiplier": None if site_dp is None else site_dp.config.noise_multiplier,
+        "sample_rate": None if site_dp is None else site_dp.config.sample_rate,
     }
     args.result.write_text(json.dumps(payload, default=str))
     return result.exit_code

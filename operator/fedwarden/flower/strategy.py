@@ -9,6 +9,12 @@ become an update against the round's global model, the cohort goes through
 aggregation, optional DP and accounting, strikes and bans), and banned nodes are no longer
 sampled.
 
+Record-level DP (``PrivacyConfig(mode="record")``): each client app trains with DP-SGD and
+reports its ε in its train metrics (``epsilon``, and ``budget_spent`` = 1 when another round
+would exceed its budget, as fedwarden's runtime reads them); the pipeline keeps each node's
+largest ε and refuses a reply without one or past the budget. Under Flower these reports are
+not signed.
+
 What it cannot add under Flower: client certificates (Flower's SuperLink does not require
 them) and signed updates. Those need fedwarden's own runtime (``fedwarden aggregator``).
 """
@@ -25,6 +31,7 @@ from flwr.serverapp.strategy import FedAvg
 
 from fedwarden.pipeline import flatten, unflatten
 from fedwarden.pipeline.round import Pipeline, PipelineConfig, RoundResult
+from fedwarden.pipeline.site_privacy import SiteReport
 
 
 class FedwardenStrategy(FedAvg):
@@ -78,15 +85,20 @@ class FedwardenStrategy(FedAvg):
         client_ids: list[str] = []
         updates: list[object] = []
         weights: list[float] = []
+        reports: dict[str, SiteReport] = {}
         for reply in valid:
             client_ids.append(str(reply.metadata.src_node_id))
             updates.append(self._update_of(reply))
             weights.append(self._weight_of(reply))
+            reports[client_ids[-1]] = SiteReport(
+                self._metric_of(reply, "epsilon"), bool(self._metric_of(reply, "budget_spent"))
+            )
         result = pipeline.run_round(
             updates,
             client_ids,
             weights=np.asarray(weights, dtype=np.float64),
             sample_rate=self.fraction_train,
+            site_reports=reports,
         )
         self.history.append(result)
         new_global = self._global + result.aggregate
@@ -126,7 +138,12 @@ class FedwardenStrategy(FedAvg):
         return flatten(sent) - self._global
 
     def _weight_of(self, reply: Message) -> float:
+        weight = self._metric_of(reply, self.weighted_by_key)
+        return 1.0 if weight is None else weight
+
+    @staticmethod
+    def _metric_of(reply: Message, key: str) -> float | None:
         for record in reply.content.metric_records.values():
-            if self.weighted_by_key in record:
-                return float(record[self.weighted_by_key])  # type: ignore[arg-type]
-        return 1.0
+            if key in record:
+                return float(record[key])  # type: ignore[arg-type]
+        return None

@@ -17,6 +17,9 @@ The order, and why:
    an update refused in steps 2–4 enters aggregation as the zero update instead of being
    dropped: whether a client is refused depends on its data, and keeping the cohort size fixed
    keeps that decision inside the sensitivity bound (the zero vector is a valid clipped update).
+   In record mode the sites did the DP themselves (DP-SGD) and the aggregator adds no noise;
+   with the refusals of steps 2–4 goes that of an update whose site's signed ε report is
+   missing, above the budget or lower than before (:mod:`fedwarden.pipeline.site_privacy`).
 8. **Strikes** for every refusal; a clean round forgives one; K strikes ban.
 
 The privacy budget is checked *before* the round: a round that would take ε past the target
@@ -47,6 +50,7 @@ from fedwarden.pipeline.dp import add_gaussian_noise, noise_generator
 from fedwarden.pipeline.errors import InvalidCohortError
 from fedwarden.pipeline.freeriders import FreeRiderConfig, FreeRiderDetector
 from fedwarden.pipeline.sensitivity import Relation, Sensitivity, aggregate_sensitivity
+from fedwarden.pipeline.site_privacy import SiteBudgets, SiteReport
 from fedwarden.pipeline.strikes import StrikeLedger
 from fedwarden.pipeline.validation import ValidationConfig, cohort_outliers, row_norms, stack_valid
 
@@ -81,18 +85,35 @@ class ClippingConfig:
             raise ValueError(f"clip_norm must be > 0, got {self.clip_norm}")
 
 
+PRIVACY_MODES = ("none", "central", "local", "record")
+
+
+def privacy_unit(mode: str) -> Literal["record", "client"] | None:
+    """Whom the ε of a privacy mode protects: one ``record`` of a site, or a whole ``client``."""
+    if mode == "none":
+        return None
+    return "record" if mode == "record" else "client"
+
+
 @dataclass(frozen=True)
 class PrivacyConfig:
     """Differential privacy of the training.
 
+    The unit protected: ``central`` and ``local`` protect a whole client (everything one site
+    contributes); ``record`` protects one record of one site (see docs/privacy.md).
+
     Attributes:
         mode: ``central`` (the aggregator adds noise to the aggregate), ``local`` (each client
-            clips and noises its own update before sending; the aggregator only accounts), or
-            ``none``.
+            clips and noises its own update before sending; the aggregator only accounts),
+            ``record`` (each site trains with DP-SGD under its own accountant and reports its ε
+            in its signed update; the aggregator keeps the books,
+            :class:`~fedwarden.pipeline.site_privacy.SiteBudgets`), or ``none``.
         noise_multiplier: σ. If ``None`` with a ``target_epsilon``, it is calibrated so that
-            ``rounds`` rounds at ``sample_rate`` spend exactly the target.
+            ``rounds`` rounds at ``sample_rate`` spend exactly the target. Not with ``record``:
+            each site calibrates its own DP-SGD.
         target_epsilon: the budget; a round that would exceed it is refused. ``None``: ε is
-            accounted and reported, never enforced.
+            accounted and reported, never enforced. With ``record``, required: each site's
+            budget.
         delta: δ of the (ε, δ) guarantee.
         accountant: ``pld`` (default) or ``rdp``.
         rounds: planned rounds, for calibration.
@@ -101,7 +122,7 @@ class PrivacyConfig:
             (a fixed-size sample without replacement).
     """
 
-    mode: Literal["none", "central", "local"] = "none"
+    mode: Literal["none", "central", "local", "record"] = "none"
     noise_multiplier: float | None = None
     target_epsilon: float | None = None
     delta: float = 1e-5
@@ -111,9 +132,22 @@ class PrivacyConfig:
     sampling: Literal["poisson", "fixed"] = "poisson"
 
     def __post_init__(self) -> None:
-        if self.mode not in ("none", "central", "local"):
-            raise ValueError(f"privacy mode must be central, local or none, got {self.mode!r}")
+        if self.mode not in PRIVACY_MODES:
+            raise ValueError(
+                f"privacy mode must be one of {', '.join(PRIVACY_MODES)}, got {self.mode!r}"
+            )
         if self.mode == "none":
+            return
+        if self.mode == "record":
+            if self.target_epsilon is None or self.noise_multiplier is not None:
+                raise ValueError(
+                    "record-level DP needs a target_epsilon (each site's budget) and no "
+                    "noise_multiplier (each site calibrates its own DP-SGD)"
+                )
+            if not 0 < self.target_epsilon < math.inf:
+                raise ValueError(f"target_epsilon must be > 0, got {self.target_epsilon}")
+            if not 0 < self.delta < 1:
+                raise ValueError(f"delta must be in (0, 1), got {self.delta}")
             return
         if self.noise_multiplier is None and self.target_epsilon is None:
             raise ValueError("DP needs a noise_multiplier or a target_epsilon")
@@ -268,6 +302,11 @@ class Pipeline:
         if privacy.mode == "central" and config.clipping.mode == "none":
             raise ValueError("central DP needs clipping (mode fixed or adaptive), not none")
         self._budget = self._make_budget(privacy)
+        self._sites = (
+            SiteBudgets(privacy.target_epsilon, privacy.delta)
+            if privacy.mode == "record" and privacy.target_epsilon is not None
+            else None
+        )
         self._relation: Relation = (
             "add-remove" if self._budget is None else self._budget.accountant.relation
         )
@@ -296,7 +335,8 @@ class Pipeline:
         self._server_clips = config.clipping.mode != "none" and privacy.mode != "local"
         self._ledger = StrikeLedger(config.strikes_to_ban)
         free_rider_config = config.free_riders
-        if privacy.mode == "local":
+        # noised updates (local DP, DP-SGD at the sites) look like noise, by design
+        if privacy.mode in ("local", "record"):
             free_rider_config = replace(free_rider_config, detect_noise=False)
         self._free_riders = FreeRiderDetector(free_rider_config, dim)
 
@@ -312,7 +352,19 @@ class Pipeline:
 
     @property
     def epsilon(self) -> float:
+        """ε spent: the accountant's, or in record mode the largest a site reported."""
+        if self._sites is not None:
+            return self._sites.epsilon
         return 0.0 if self._budget is None else self._budget.epsilon()
+
+    @property
+    def sites_budget_spent(self) -> frozenset[str]:
+        """Record mode: the sites that reported their budget spent (empty otherwise)."""
+        return frozenset() if self._sites is None else self._sites.spent
+
+    def site_epsilon(self, site: str) -> float | None:
+        """Record mode: the largest ε ``site`` reported (``None``: none, or another mode)."""
+        return None if self._sites is None else self._sites.epsilon_of(site)
 
     def ban_reason(self, client: str) -> str | None:
         return self._ledger.ban_reason(client)
@@ -339,8 +391,12 @@ class Pipeline:
         *,
         weights: npt.NDArray[np.floating] | None = None,
         sample_rate: float | None = None,
+        site_reports: Mapping[str, SiteReport] | None = None,
     ) -> RoundResult:
         """Aggregate one round's cohort into the step to add to the global model.
+
+        ``site_reports``: in record mode, what each site signed about its privacy with its
+        update; a site without one is refused.
 
         Raises:
             InvalidCohortError: an empty cohort (except in central-DP mode, see
@@ -381,6 +437,8 @@ class Pipeline:
                 kind = "poisoning" if assessment.poisoning else "free-riding"
                 outliers[client] = f"{kind}: {assessment.reason}"
         refused.update(outliers)
+        if self._sites is not None:
+            refused.update(self._record_site_reports(reporting, site_reports or {}))
         rejected.update(refused)
         accepted_index = [i for i, c in enumerate(ids) if c not in refused]
         accepted = [ids[i] for i in accepted_index]
@@ -427,6 +485,21 @@ class Pipeline:
             contribution={c: a.cosine for c, a in assessments.items()},
             skipped=skipped,
         )
+
+    def _record_site_reports(
+        self, reporting: list[str], reports: Mapping[str, SiteReport]
+    ) -> dict[str, str]:
+        """Record mode: book every acceptable report; the refusals, by client."""
+        assert self._sites is not None
+        refusals = {}
+        for client in reporting:
+            report = reports.get(client, SiteReport(None))
+            reason = self._sites.refusal(client, report)
+            if reason is None:
+                self._sites.record(client, report)
+            else:
+                refusals[client] = f"invalid update: {reason}"
+        return refusals
 
     def _settle_strikes(
         self, reporting: list[str], refused: dict[str, str], accepted: list[str], round_number: int
@@ -502,7 +575,7 @@ class Pipeline:
         return np.asarray([weights[position[c]] for c in accepted], dtype=np.float64)
 
     def _make_budget(self, privacy: PrivacyConfig) -> PrivacyBudget | None:
-        if privacy.mode == "none":
+        if privacy.mode in ("none", "record"):  # record: each site keeps its own budget
             return None
         kwargs: dict[str, Any] = {"sampling": privacy.sampling}
         if privacy.sampling == "fixed":
@@ -516,7 +589,7 @@ class Pipeline:
         )
 
     def _resolve_noise_multiplier(self, privacy: PrivacyConfig) -> float | None:
-        if privacy.mode == "none":
+        if privacy.mode in ("none", "record"):  # record: the sites calibrate their own
             return None
         if privacy.noise_multiplier is not None:
             return privacy.noise_multiplier
@@ -600,6 +673,7 @@ class Pipeline:
             "strikes": self._ledger.state_dict(),
             "free_riders": self._free_riders.state_dict(),
             "noise_multiplier": self.noise_multiplier,
+            "sites": None if self._sites is None else self._sites.state_dict(),
             # Only a seeded (simulation) generator is saved: a CSPRNG-seeded one's state would
             # let whoever reads the checkpoint predict the noise.
             "rng": self._rng.bit_generator.state if self.seeded else None,
@@ -620,6 +694,8 @@ class Pipeline:
         self._clipper.load_state_dict(state["clipper"])
         if self._budget is not None:
             self._budget.accountant.load_state_dict(state["accountant"])
+        if self._sites is not None and state.get("sites") is not None:
+            self._sites.load_state_dict(state["sites"])
         self._ledger.load_state_dict(state["strikes"])
         self._free_riders.load_state_dict(state["free_riders"])
         if self.seeded and state.get("rng") is not None:

@@ -54,6 +54,17 @@ def client_job(
         command += ["--num-clients", str(workload.num_clients)]
         if workload.client_index is not None:
             command += ["--client-index", str(workload.client_index)]
+        privacy = training_spec.privacy
+        if privacy.mode == "record":
+            # each site's budget, as the aggregator announces it, in the app's run_config:
+            # the built-in app trains with DP-SGD to it, a user's app reads it (docs/privacy.md)
+            assert privacy.target_epsilon is not None
+            for setting in (
+                f"dp-epsilon={privacy.target_epsilon}",
+                f"dp-delta={privacy.delta}",
+                f"dp-rounds={training_spec.rounds}",
+            ):
+                command += ["--app-config", setting]
         command += list(workload.extra_args or [])
     image = workload.image or (task.app.image if task.app is not None else DEFAULT_CLIENT_IMAGE)
     labels = names.client_labels(training, owner.name)

@@ -5,7 +5,10 @@ One round of :func:`run_simulation`:
 1. sample the round's clients from those not banned (a fixed-size sample, or Poisson sampling
    with the same expected size, which is what DP accounting assumes);
 2. honest clients train locally from the global model (:func:`~fedwarden.sim.models.local_sgd`)
-   and send ``new - global``; in local-DP mode they clip and noise it themselves first;
+   and send ``new - global``; in local-DP mode they clip and noise it themselves first; in
+   record-level mode they train with DP-SGD under their own budget
+   (:class:`~fedwarden.sim.site_dp.SiteDPSGD`), report their ε with the update, and stop
+   taking part once another round would exceed their budget;
 3. attackers craft their updates: data poisoning (label flip, backdoor) by training on poisoned
    data, model poisoning (sign flip, Gaussian, IPM, ALIE, sybils) from the honest updates of
    the round (the omniscient attacker of the papers);
@@ -15,7 +18,8 @@ One round of :func:`run_simulation`:
 6. ``global += aggregate``; evaluate on the test set (and the backdoor success rate).
 
 Banned clients are never sampled again. A round that would exceed the privacy budget stops the
-training (reported in :attr:`SimulationResult.stopped`).
+training (reported in :attr:`SimulationResult.stopped`); in record-level mode, so does every
+honest site having spent its own.
 
 Nothing here holds global state: a caller may run many configurations in one process and pass
 the same :class:`~fedwarden.sim.datasets.Dataset` to each (``run_simulation(cfg, dataset=ds)``).
@@ -41,6 +45,7 @@ import numpy.typing as npt
 from fedwarden.pipeline.dp import noise_generator, privatize_locally
 from fedwarden.pipeline.errors import PrivacyBudgetExhaustedError
 from fedwarden.pipeline.round import Pipeline, PipelineConfig, PrivacyConfig
+from fedwarden.pipeline.site_privacy import SiteReport
 from fedwarden.sim.attacks import (
     ATTACKS,
     Backdoor,
@@ -55,6 +60,7 @@ from fedwarden.sim.datasets import DATASETS, Dataset, load_dataset
 from fedwarden.sim.freeriders import FREE_RIDERS, free_rider_update
 from fedwarden.sim.models import MODELS, Model, evaluate, local_sgd, make_model
 from fedwarden.sim.partition import PARTITIONS, label_skew, partition
+from fedwarden.sim.site_dp import SiteDPSGD
 
 F32 = npt.NDArray[np.float32]
 
@@ -95,7 +101,10 @@ class SimulationConfig:
             ``poisson`` with DP (the PLD accountant needs it) and ``fixed`` without.
         local_epochs: passes over its data a client makes per round.
         lr: local SGD learning rate.
-        batch_size: local SGD mini-batch size.
+        batch_size: local SGD mini-batch size (the expected Poisson batch of DP-SGD in
+            record-level mode).
+        example_clip_norm: record-level mode: C of DP-SGD, the bound on each example's
+            gradient.
         seed: seeds every random choice: split, partition, roles, sampling, training, attacks
             and (with ``seeded_noise``) the DP noise.
         seeded_noise: draw the DP noise (the pipeline's, and the clients' in local mode) from
@@ -129,6 +138,7 @@ class SimulationConfig:
     local_epochs: int = 1
     lr: float = 0.1
     batch_size: int = 16
+    example_clip_norm: float = 1.0
     seed: int = 0
     seeded_noise: bool = True
     pipeline: PipelineConfig = field(default_factory=PipelineConfig.recommended)
@@ -168,11 +178,13 @@ class SimulationConfig:
             raise ValueError(f"lr must be a positive number, got {self.lr}")
         if not self.alpha > 0:
             raise ValueError(f"alpha must be > 0, got {self.alpha}")
+        if not (self.example_clip_norm > 0 and math.isfinite(self.example_clip_norm)):
+            raise ValueError(f"example_clip_norm must be > 0, got {self.example_clip_norm}")
         make_attack(self.attack, **dict(self.attack_params))  # validates the parameters
 
     def with_dp(
         self,
-        mode: Literal["central", "local"] = "central",
+        mode: Literal["central", "local", "record"] = "central",
         *,
         target_epsilon: float | None = None,
         noise_multiplier: float | None = None,
@@ -441,6 +453,8 @@ def run_simulation(
     noise_seed = config.seed if config.seeded_noise else None
     pipe = Pipeline(pipeline_config, dim=model.dim, population=config.clients, seed=noise_seed)
     local_dp = pipeline_config.privacy.mode == "local"
+    record_dp = pipeline_config.privacy.mode == "record"
+    sites: dict[int, SiteDPSGD] = {}
 
     params = model.init(np.random.default_rng(s_init))
     initial_accuracy, _ = evaluate(model, params, dataset.x_test, dataset.y_test)
@@ -456,6 +470,34 @@ def run_simulation(
     rejections: Counter[str] = Counter()
     rejections_by_role: Counter[str] = Counter()
     stopped: str | None = None
+
+    def site_of(i: int) -> SiteDPSGD:
+        if i not in sites:
+            privacy = pipeline_config.privacy
+            assert privacy.target_epsilon is not None
+            sites[i] = SiteDPSGD(
+                target_epsilon=privacy.target_epsilon,
+                delta=privacy.delta,
+                rounds=config.rounds,
+                num_examples=len(parts[i]),
+                batch_size=config.batch_size,
+                local_epochs=config.local_epochs,
+                clip_norm=config.example_clip_norm,
+                accountant=privacy.accountant,
+            )
+        return sites[i]
+
+    def train_privately(i: int, rnd: int) -> F32:
+        rng = np.random.default_rng([train_key, rnd, i]) if config.seeded_noise else None
+        new = site_of(i).train(
+            model,
+            params,
+            dataset.x_train[parts[i]],
+            dataset.y_train[parts[i]],
+            lr=config.lr,
+            rng=rng if rng is not None else noise_generator(None),
+        )
+        return (new - params).astype(np.float32)
 
     def train(i: int, x: npt.NDArray[np.float32], y: npt.NDArray[np.int64], rnd: int) -> F32:
         rng = np.random.default_rng([train_key, rnd, i])
@@ -473,6 +515,12 @@ def run_simulation(
 
     for rnd in range(1, config.rounds + 1):
         cohort = _sample(config, ids, pipe.banned, sample_rng)
+        if record_dp:
+            if all(site_of(i).budget_spent for i, c in enumerate(ids) if role[c] == "honest"):
+                stopped = f"every site's privacy budget is spent before round {rnd}"
+                break
+            # a site whose next round would exceed its budget does not train
+            cohort = [i for i in cohort if role[ids[i]] != "honest" or not site_of(i).budget_spent]
         if not cohort:
             acc, loss = evaluate(model, params, dataset.x_test, dataset.y_test)
             records.append(
@@ -486,6 +534,9 @@ def run_simulation(
         riders = [i for i in cohort if role[ids[i]] == "free_rider"]
         updates: dict[int, F32] = {}
         for i in honest:
+            if record_dp:
+                updates[i] = train_privately(i, rnd)
+                continue
             u = train(i, dataset.x_train[parts[i]], dataset.y_train[parts[i]], rnd)
             updates[i] = _privatize(u, pipeline_config, pipe, local_dp_rng) if local_dp else u
         if bad:
@@ -513,9 +564,20 @@ def run_simulation(
             [claimed if claimed and i in attacker_idx else len(parts[i]) for i in cohort],
             dtype=np.float64,
         )
+        # attackers and free riders claim to have spent nothing
+        reports = {
+            ids[i]: SiteReport(site_of(i).epsilon, site_of(i).budget_spent)
+            if i in sites
+            else SiteReport(0.0)
+            for i in cohort
+        }
         try:
             res = pipe.run_round(
-                matrix, cohort_ids, weights=weights, sample_rate=config.sample_rate
+                matrix,
+                cohort_ids,
+                weights=weights,
+                sample_rate=config.sample_rate,
+                site_reports=reports if record_dp else None,
             )
         except PrivacyBudgetExhaustedError as exc:
             stopped = f"privacy budget exhausted before round {rnd}: {exc}"

@@ -2,7 +2,8 @@
 
 An update is announced by an :class:`Envelope` (training uid, round and round token, client id,
 digest of the base model, digest of the payload, number of values, claimed number of examples,
-a fresh random nonce, and the client's evaluation of the base model when it was asked for one)
+a fresh random nonce, the client's evaluation of the base model when it was asked for one, and
+under record-level DP the ε the site has spent on its records and whether its budget is spent)
 serialised as protobuf and signed with the key of the client's TLS certificate
 (:func:`fedwarden.pki.sign_payload`). The signature covers a domain-separation prefix and the
 envelope's bytes exactly as sent; the aggregator verifies it with the public key of the
@@ -64,6 +65,8 @@ class Envelope:
     dtype: str = "float32"
     eval_metrics: Mapping[str, float] = field(default_factory=dict)
     eval_examples: int = 0
+    site_epsilon: float | None = None
+    site_budget_spent: bool = False
 
     def to_bytes(self) -> bytes:
         message = pb.Envelope(
@@ -79,6 +82,8 @@ class Envelope:
             dtype=self.dtype,
             eval_metrics=dict(self.eval_metrics),
             eval_examples=self.eval_examples,
+            site_epsilon=self.site_epsilon,
+            site_budget_spent=self.site_budget_spent,
         )
         return bytes(message.SerializeToString(deterministic=True))
 
@@ -102,6 +107,8 @@ class Envelope:
             dtype=msg.dtype,
             eval_metrics=dict(msg.eval_metrics),
             eval_examples=msg.eval_examples,
+            site_epsilon=msg.site_epsilon if msg.HasField("site_epsilon") else None,
+            site_budget_spent=msg.site_budget_spent,
         )
         problems = []
         if len(env.nonce) != NONCE_BYTES:
@@ -123,6 +130,10 @@ class Envelope:
             problems.append(
                 f"evaluation metrics with a bad name or a non-finite value: {', '.join(bad)[:200]}"
             )
+        if env.site_epsilon is not None and not (
+            math.isfinite(env.site_epsilon) and env.site_epsilon >= 0
+        ):
+            problems.append(f"a site epsilon of {env.site_epsilon!r} (a finite number >= 0)")
         if problems:
             raise WireError("malformed-envelope", "the envelope has " + "; ".join(problems))
         return env

@@ -94,7 +94,7 @@ class TensorChunk(_message.Message):
     def __init__(self, offset: _Optional[int] = ..., data: _Optional[bytes] = ..., total: _Optional[int] = ...) -> None: ...
 
 class Envelope(_message.Message):
-    __slots__ = ("training_uid", "round", "client_id", "base_digest", "payload_digest", "num_values", "num_examples", "nonce", "round_token", "dtype", "eval_metrics", "eval_examples")
+    __slots__ = ("training_uid", "round", "client_id", "base_digest", "payload_digest", "num_values", "num_examples", "nonce", "round_token", "dtype", "eval_metrics", "eval_examples", "site_epsilon", "site_budget_spent")
     class EvalMetricsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -114,6 +114,8 @@ class Envelope(_message.Message):
     DTYPE_FIELD_NUMBER: _ClassVar[int]
     EVAL_METRICS_FIELD_NUMBER: _ClassVar[int]
     EVAL_EXAMPLES_FIELD_NUMBER: _ClassVar[int]
+    SITE_EPSILON_FIELD_NUMBER: _ClassVar[int]
+    SITE_BUDGET_SPENT_FIELD_NUMBER: _ClassVar[int]
     training_uid: str
     round: int
     client_id: str
@@ -126,7 +128,9 @@ class Envelope(_message.Message):
     dtype: str
     eval_metrics: _containers.ScalarMap[str, float]
     eval_examples: int
-    def __init__(self, training_uid: _Optional[str] = ..., round: _Optional[int] = ..., client_id: _Optional[str] = ..., base_digest: _Optional[bytes] = ..., payload_digest: _Optional[bytes] = ..., num_values: _Optional[int] = ..., num_examples: _Optional[int] = ..., nonce: _Optional[bytes] = ..., round_token: _Optional[bytes] = ..., dtype: _Optional[str] = ..., eval_metrics: _Optional[_Mapping[str, float]] = ..., eval_examples: _Optional[int] = ...) -> None: ...
+    site_epsilon: float
+    site_budget_spent: bool
+    def __init__(self, training_uid: _Optional[str] = ..., round: _Optional[int] = ..., client_id: _Optional[str] = ..., base_digest: _Optional[bytes] = ..., payload_digest: _Optional[bytes] = ..., num_values: _Optional[int] = ..., num_examples: _Optional[int] = ..., nonce: _Optional[bytes] = ..., round_token: _Optional[bytes] = ..., dtype: _Optional[str] = ..., eval_metrics: _Optional[_Mapping[str, float]] = ..., eval_examples: _Optional[int] = ..., site_epsilon: _Optional[float] = ..., site_budget_spent: _Optional[bool] = ...) -> None: ...
 
 class UpdateHeader(_message.Message):
     __slots__ = ("envelope", "signature")

@@ -276,3 +276,65 @@ def test_a_client_given_another_trainings_ca_names_the_issuer_it_saw(
     assert issuer, client.last_problems
     assert runtime_pki.pki.ca.subject in issuer[0].message
     assert runtime_pki.pki.ca.subject in result.message
+
+
+def test_record_level_dp_between_processes_ends_when_the_sites_budgets_are_spent(
+    runtime_pki: RuntimePKI,
+) -> None:
+    # `fedwarden aggregator --dp record --target-epsilon 1`: each site's budget, announced; the
+    # built-in clients train with DP-SGD for two rounds' worth of it, then the training ends
+    port = free_port()
+    aggregator = subprocess.Popen(
+        [*RUN, "aggregator", "--pki-dir", str(runtime_pki.ca_dir), "--listen",
+         f"127.0.0.1:{port}", "--rounds", "5", "--task", "wine-logreg", "--min-available", "2",
+         "--dp", "record", "--target-epsilon", "1", "--poll-timeout", "1", "--quiet", "--json"],
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    clients = [
+        subprocess.Popen(
+            [
+                *RUN,
+                "client",
+                "--tls-dir",
+                str(runtime_pki.client(f"site-{i}").root),
+                "--server",
+                f"127.0.0.1:{port}",
+                "--task",
+                "wine-logreg",
+                "--client-index",
+                str(i),
+                "--num-clients",
+                "2",
+                "--app-config",
+                "dp-epsilon=1",
+                "--app-config",
+                "dp-rounds=2",
+                "--json",
+                "--backoff-max",
+                "0.5",
+                "--give-up-after",
+                "60",
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        for i in range(2)
+    ]
+    try:
+        outputs = [c.communicate(timeout=240) for c in clients]
+        agg_out, agg_err = aggregator.communicate(timeout=240)
+    finally:
+        for p in (aggregator, *clients):
+            if p.poll() is None:
+                p.kill()
+    assert aggregator.returncode == 0, agg_err.decode()[-2000:]
+    summary = json.loads(agg_out)
+    assert summary["status"] == "budget-exhausted"
+    assert summary["rounds"] == 2
+    assert 0.9 < summary["epsilon"] <= 1.0  # the largest ε a site signed
+    for client, (out, err) in zip(clients, outputs, strict=True):
+        assert client.returncode == 0, err.decode()[-2000:]
+        result = json.loads(out)
+        assert result["reason"] == "budget-exhausted"
+        assert [r["status"] for r in result["rounds"]] == ["accepted", "accepted"]

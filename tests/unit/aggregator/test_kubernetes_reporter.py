@@ -46,12 +46,14 @@ def started(resumed: int = 0, epsilon: float = 0.0, *, dp: bool = True, **kw: An
         num_parameters=100,
         resumed_from_round=resumed,
         epsilon=epsilon,
-        privacy={"mode": "central", "noise_multiplier": 1.1, "delta": 1e-5}
-        if dp
-        else {"mode": "none", "noise_multiplier": None, "delta": None},
-        sampling={},
-        address="127.0.0.1:1",
-        **kw,
+        **{
+            "privacy": {"mode": "central", "noise_multiplier": 1.1, "delta": 1e-5}
+            if dp
+            else {"mode": "none", "noise_multiplier": None, "delta": None},
+            "sampling": {},
+            "address": "127.0.0.1:1",
+            **kw,
+        },
     )
 
 
@@ -467,3 +469,31 @@ def test_an_export_shows_as_the_model_on_the_training() -> None:
     statuses = again.api.statuses  # type: ignore[attr-defined]
     assert statuses[(TRAININGS, "mnist")]["model"]["round"] == 1
     again.close()
+
+
+def test_the_status_says_which_unit_epsilon_protects() -> None:
+    record = StatusState()
+    record.training_started(
+        started(
+            privacy={"mode": "record", "unit": "record", "noise_multiplier": None, "delta": 1e-5}
+        )
+    )
+    record.round_finished(finished_round(1, 0.7))
+    status = training_status(None, record)
+    assert status["privacyUnit"] == "record"
+    assert status["epsilonSpent"] == 0.7  # the largest ε a site reported
+    assert "noiseMultiplier" not in status  # the aggregator adds no noise
+    client = StatusState()
+    client.training_started(started(privacy={"mode": "central", "unit": "client", "delta": 1e-5}))
+    assert training_status(None, client)["privacyUnit"] == "client"
+
+
+def test_each_sites_record_level_epsilon_is_on_its_flclient_and_never_goes_down() -> None:
+    state = StatusState()
+    state.round_finished(finished_round(1, 0.7, site_epsilon={"a": 0.7, "b": 0.31234}))
+    assert client_status(None, state.clients["b"])["epsilonSpent"] == 0.3124  # rounded up
+    # an earlier process wrote more: the resource keeps it
+    assert client_status({"epsilonSpent": 0.9}, state.clients["a"])["epsilonSpent"] == 0.9
+    state.round_finished(finished_round(2, 0.7, site_epsilon={"a": 0.5}))
+    assert state.clients["a"].epsilon == 0.7
+    assert "epsilonSpent" not in client_status(None, ClientFacts(strikes=0))

@@ -61,6 +61,7 @@ def test_names_columns_and_status_subresource() -> None:
     columns = {c["name"]: c["jsonPath"] for c in training["spec"]["versions"][0][
         "additionalPrinterColumns"]}  # fmt: skip
     assert columns["Epsilon"] == ".status.epsilonSpent"
+    assert columns["Unit"] == ".status.privacyUnit"
     assert columns["Round"] == ".status.round"
     assert columns["Banned"] == ".status.bannedCount"
 

@@ -15,7 +15,7 @@ from flwr.serverapp.strategy import FedTrimmedAvg
 from flwr.supercore.task_identity import TaskIdentity
 
 from fedwarden.flower.strategy import FedwardenStrategy
-from fedwarden.pipeline.round import ClippingConfig, PipelineConfig
+from fedwarden.pipeline.round import ClippingConfig, PipelineConfig, PrivacyConfig
 from fedwarden.sim.datasets import load_dataset
 from fedwarden.sim.models import evaluate, local_sgd, make_model
 from fedwarden.sim.partition import partition
@@ -162,3 +162,29 @@ def test_a_malformed_reply_is_refused_alone(federation):
     ours.start(grid=LocalGrid(nodes), initial_arrays=initial, num_rounds=1)
     assert "has 3 values, the model has 650" in ours.history[0].rejected["9"]
     assert len(ours.history[0].accepted) >= 6
+
+
+def test_record_level_dp_takes_each_nodes_epsilon_from_its_train_metrics(federation):
+    grid, initial, _ = federation
+    nodes = dict(grid.nodes)
+
+    def reporting(index: int, epsilon: float | None) -> Node:
+        def train(message: Message) -> Message:
+            reply = grid.nodes[index](message)
+            if epsilon is not None and not message.metadata.message_type.startswith("evaluate"):
+                reply.content["metrics"]["epsilon"] = epsilon
+            return reply
+
+        return train
+
+    for index in range(NODES):
+        nodes[index] = reporting(index, None if index == 0 else 0.1 * (index % 5))
+    nodes[9] = reporting(9, 1.5)  # past the budget
+    record = PipelineConfig.recommended(PrivacyConfig(mode="record", target_epsilon=1.0))
+    ours = FedwardenStrategy(record, seed=0, **(FLOWER_EXAMPLE | {"fraction_train": 1.0}))
+    ours.start(grid=LocalGrid(nodes), initial_arrays=initial, num_rounds=1)
+    rejected = ours.history[0].rejected
+    assert "no record-level epsilon" in rejected["0"]
+    assert "over budget" in rejected["9"]
+    assert ours.pipeline is not None
+    assert ours.pipeline.epsilon == pytest.approx(0.4)  # the largest accepted report

@@ -56,6 +56,17 @@ def test_the_gdpr_example_runs_dp_fedavg(tmp_path: Path) -> None:
     assert config.privacy.target_epsilon == 1.0
 
 
+def test_the_gdpr_consortium_runs_record_level_dp_without_noise_at_the_aggregator(
+    tmp_path: Path,
+) -> None:
+    # each site's DP-SGD protects its records; the aggregator keeps the robust pipeline
+    config = pipeline_of(example("examples/gdpr/consortium.yaml"), tmp_path)
+    assert config.privacy.mode == "record"
+    assert config.privacy.target_epsilon == 1.0
+    assert config.privacy.noise_multiplier is None
+    assert config.aggregator == PipelineConfig.recommended().aggregator
+
+
 def test_the_demo_example_keeps_its_named_rule_and_the_tests(tmp_path: Path) -> None:
     # central DP with method centered-clip: the robust pipeline that bans the two poisoners
     config = pipeline_of(example("examples/training.yaml"), tmp_path)

@@ -186,6 +186,22 @@ def test_a_builtin_task_s_aggregator_has_no_init_container() -> None:
     assert aggregator.aggregator_settings(OWNER, _spec(), population=3).task == "digits-mlp"
 
 
+def test_under_record_level_dp_the_builtin_client_trains_with_dp_sgd_to_the_budget() -> None:
+    flc = FLClient.model_validate(
+        {"spec": {"trainingRef": {"name": "mnist"}, "issueKey": True, "workload": {}}}
+    )
+    owner = Owner("FLClient", "site-3", "team-a", "uid-3")
+    spec = _spec(privacy={"mode": "record", "targetEpsilon": 1.0})
+    command = client.client_job(owner, flc.spec, spec)["spec"]["template"]["spec"]["containers"][0][
+        "command"
+    ]
+    settings = [command[i + 1] for i, arg in enumerate(command) if arg == "--app-config"]
+    assert settings == ["dp-epsilon=1.0", "dp-delta=1e-05", "dp-rounds=5"]
+    settings = aggregator.aggregator_settings(OWNER, spec, population=3)
+    assert settings.dp == "record"
+    assert settings.target_epsilon == 1.0
+
+
 def _job(active: int = 0, ready: int = 0, condition: str | None = None) -> dict[str, object]:
     status: dict[str, object] = {"active": active, "ready": ready}
     if condition:

@@ -97,3 +97,20 @@ def test_evaluation_metrics_are_signed_and_bounded(issued) -> None:
         with pytest.raises(WireError, match=message) as info:
             open_envelope(issued.certificate, signed.envelope, signed.signature)
         assert info.value.reason == "malformed-envelope"
+
+
+def test_the_site_epsilon_is_signed_and_absent_unless_reported(issued) -> None:
+    plain = sign_envelope(issued.key, envelope())
+    assert open_envelope(issued.certificate, plain.envelope, plain.signature).site_epsilon is None
+    private = envelope(site_epsilon=0.0, site_budget_spent=True)
+    signed = sign_envelope(issued.key, private)
+    opened = open_envelope(issued.certificate, signed.envelope, signed.signature)
+    assert opened.site_epsilon == 0.0  # reported as zero, which is not "absent"
+    assert opened.site_budget_spent
+    raised = envelope(site_epsilon=0.1).to_bytes()
+    with pytest.raises(WireError) as caught:  # a lowered or raised ε breaks the signature
+        open_envelope(issued.certificate, raised, signed.signature)
+    assert caught.value.reason == "bad-signature"
+    bad = sign_envelope(issued.key, envelope(site_epsilon=float("inf")))
+    with pytest.raises(WireError, match="site epsilon"):
+        open_envelope(issued.certificate, bad.envelope, bad.signature)
