@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 import yaml
+from tests import strict_yaml
 
 from fedwarden.testing.controlplane import ControlPlane
 
@@ -31,7 +32,7 @@ def _kustomize(kubectl: Path, path: Path) -> list[dict[str, Any]]:
         [str(kubectl), "kustomize", str(path)], capture_output=True, text=True, check=False
     )
     assert out.returncode == 0, out.stderr
-    return [d for d in yaml.safe_load_all(out.stdout) if d]
+    return strict_yaml.load_all(out.stdout)
 
 
 @pytest.mark.parametrize(
