@@ -129,8 +129,7 @@ def test_chart_crds_are_a_copy_of_crds_dir() -> None:
         assert (CHART / "files" / "crds" / name).read_bytes() == (
             REPO / "crds" / name
         ).read_bytes(), (
-            f"charts/fedwarden/files/crds/{name} differs from crds/{name}: "
-            "cp crds/*.yaml charts/fedwarden/files/crds/"
+            f"charts/fedwarden/files/crds/{name} differs from crds/{name}: make generate"
         )
 
 

@@ -46,7 +46,7 @@ def _kustomize(kubectl: Path, path: Path) -> list[dict[str, Any]]:
 )
 def test_copies_are_current(copy: str, original: str) -> None:
     assert (GITOPS / copy).read_bytes() == (REPO / original).read_bytes(), (
-        f"examples/gitops/{copy} differs from {original}: cp {original} examples/gitops/{copy}"
+        f"examples/gitops/{copy} differs from {original}: make generate"
     )
 
 
@@ -63,12 +63,7 @@ def test_rendered_operator_is_current(helm: Helm) -> None:
         "tests.enabled=false",
     ).stdout
     on_disk = (GITOPS / "operator" / "fedwarden.yaml").read_text()
-    assert on_disk == fresh, (
-        "examples/gitops/operator/fedwarden.yaml is stale: "
-        "helm template fedwarden charts/fedwarden --namespace fedwarden-system "
-        "--set crds.install=false --set tests.enabled=false "
-        "> examples/gitops/operator/fedwarden.yaml"
-    )
+    assert on_disk == fresh, "examples/gitops/operator/fedwarden.yaml is stale: make generate"
 
 
 def test_kustomize_renders_crds_operator_and_training(kubectl: Path) -> None:
