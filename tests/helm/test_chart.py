@@ -21,6 +21,7 @@ import pytest
 import yaml
 from tests import strict_yaml
 
+from fedwarden import __version__
 from fedwarden.commands.operator import operator as operator_command
 from fedwarden.testing.controlplane import ControlPlane
 from fedwarden.testing.podrunner import PodRunner
@@ -181,7 +182,7 @@ def test_template_defaults(helm: Helm) -> None:
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert pod["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
     (container,) = pod["containers"]
-    assert container["image"] == "ghcr.io/fedwarden/operator:0.1.0"
+    assert container["image"] == f"ghcr.io/fedwarden/operator:{__version__}"
     assert container["command"] == ["fedwarden", "operator"]
     assert container["args"][:3] == [
         "--liveness=http://0.0.0.0:8080/healthz",

@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from fedwarden import __version__
 from fedwarden.api.common import (
     API_VERSION,
     APP_CONFIG_KEY_PATTERN,
@@ -295,7 +296,7 @@ class StorageSpec(Model):
 class AggregatorSpec(Model):
     """The aggregator's pod."""
 
-    image: str = Field(default="ghcr.io/fedwarden/aggregator:0.1.0", min_length=1)
+    image: str = Field(default=f"ghcr.io/fedwarden/aggregator:{__version__}", min_length=1)
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
     resources: ResourceRequirements | None = None
     node_selector: dict[str, str] | None = None
