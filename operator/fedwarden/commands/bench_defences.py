@@ -1,6 +1,6 @@
 """``fedwarden bench defences``: the defence matrix (defences × attacks) and the free-rider test.
 
-The logic lives in :mod:`fedwarden.sim.matrix`; this module parses options, shows a progress bar
+The logic lives in :mod:`fedwarden.bench.defences`; this module parses options, shows a progress bar
 over the simulations and presents the tables.
 """
 
@@ -163,7 +163,7 @@ def defences(
       fedwarden bench defences --markdown --output benchmarks/defence-matrix.json
       fedwarden bench defences --defences fedavg,recommended --attacks none,alie --seeds 1
     """
-    from fedwarden.sim import matrix
+    from fedwarden.bench import defences as matrix
 
     if as_json and markdown:
         raise click.UsageError("--json and --markdown both print to stdout: choose one")
