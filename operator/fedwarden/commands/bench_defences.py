@@ -152,7 +152,7 @@ def defences(
 
     Each cell is a simulated training (as `fedwarden simulate` runs it): 25 clients of which 5
     attackers, Dirichlet α=0.5 label skew, every client in every round; the final test accuracy
-    is averaged over the seeds. Rows: plain FedAvg, the eight aggregators inside the full
+    is averaged over the seeds. Rows: plain FedAvg, every rule but block-dnc inside the full
     pipeline, pre-aggregated variants, block-wise DnC, and the recommended configuration. Then
     3 free riders of each kind (no attackers) measure the bans. Ends with the table, each row's
     worst case and whether the recommended row meets fedwarden's criteria.
