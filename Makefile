@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint unit control-plane helm images install-dev clean
+.PHONY: demo test lint unit control-plane helm images install-dev generate clean
 
 $(BIN)/fedwarden: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,26 @@ helm: install-dev
 # and two clients as containers over mTLS); see hack/images.sh and docs/install.md
 images: install-dev
 	PYTHON=$(BIN)/python bash hack/images.sh all
+
+# every generated file from its one source (the drift tests say `make generate`): the wire
+# protocol's code from fedwarden.proto; the version (pyproject's) where the chart, docs and
+# examples quote it; the CRDs from fedwarden.api, and their copies in the chart and the GitOps
+# example; the example's copies of examples/ and its operator manifests, rendered by helm
+generate: install-dev helm
+	$(BIN)/python -m grpc_tools.protoc -Ioperator --python_out=operator --grpc_python_out=operator \
+		--pyi_out=operator operator/fedwarden/wire/fedwarden.proto
+	version="$$($(BIN)/python -c 'import fedwarden; print(fedwarden.__version__)')" && \
+	sed -i -E "s/^version: .*/version: $$version/; s/^appVersion: .*/appVersion: \"$$version\"/" \
+		charts/fedwarden/Chart.yaml && \
+	git grep -lE 'ghcr\.io/fedwarden/[a-z]+:[0-9]' -- docs examples/apps README.md | \
+		xargs -r sed -i -E "s#(ghcr\.io/fedwarden/(operator|aggregator|client)):[0-9][^ \"']*#\1:$$version#g"
+	$(BIN)/fedwarden crds --output-dir crds/
+	cp crds/*.yaml charts/fedwarden/files/crds/
+	cp crds/*.yaml examples/gitops/crds/
+	cp examples/training.yaml examples/clients.yaml examples/gitops/training/
+	"$$(bash hack/helm.sh --print-path)" template fedwarden charts/fedwarden \
+		--namespace fedwarden-system --set crds.install=false --set tests.enabled=false \
+		> examples/gitops/operator/fedwarden.yaml
 
 unit: install-dev
 	$(BIN)/pytest tests

@@ -19,7 +19,9 @@ from typing import Any
 
 import pytest
 import yaml
+from tests import strict_yaml
 
+from fedwarden import __version__
 from fedwarden.commands.operator import operator as operator_command
 from fedwarden.testing.controlplane import ControlPlane
 from fedwarden.testing.podrunner import PodRunner
@@ -36,8 +38,9 @@ pytestmark = pytest.mark.slow
 
 
 def render(helm: Helm, *args: str) -> list[dict[str, Any]]:
+    """The rendered chart, parsed strictly: a key written twice fails the test."""
     out = helm("template", "fw", str(CHART), "--namespace", "fedwarden-system", *args).stdout
-    return [d for d in yaml.safe_load_all(out) if d]
+    return strict_yaml.load_all(out)
 
 
 def by_kind(docs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
@@ -127,8 +130,7 @@ def test_chart_crds_are_a_copy_of_crds_dir() -> None:
         assert (CHART / "files" / "crds" / name).read_bytes() == (
             REPO / "crds" / name
         ).read_bytes(), (
-            f"charts/fedwarden/files/crds/{name} differs from crds/{name}: "
-            "cp crds/*.yaml charts/fedwarden/files/crds/"
+            f"charts/fedwarden/files/crds/{name} differs from crds/{name}: make generate"
         )
 
 
@@ -180,7 +182,7 @@ def test_template_defaults(helm: Helm) -> None:
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert pod["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
     (container,) = pod["containers"]
-    assert container["image"] == "ghcr.io/fedwarden/operator:0.1.0"
+    assert container["image"] == f"ghcr.io/fedwarden/operator:{__version__}"
     assert container["command"] == ["fedwarden", "operator"]
     assert container["args"][:3] == [
         "--liveness=http://0.0.0.0:8080/healthz",
@@ -208,6 +210,25 @@ def test_template_defaults(helm: Helm) -> None:
         assert crd["spec"] == src["spec"]
     (test_pod,) = by_kind(docs, "Pod")
     assert test_pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
+
+
+def test_the_test_pod_is_not_selected_as_the_operator(helm: Helm, all_options: Path) -> None:
+    for docs in (render(helm), render(helm, "-f", str(all_options))):
+        (test_pod,) = by_kind(docs, "Pod")
+        labels = test_pod["metadata"]["labels"]
+        assert labels["app.kubernetes.io/component"] == "test"
+        (service,) = by_kind(docs, "Service")
+        selectors = [service["spec"]["selector"]] + [
+            policy["spec"]["podSelector"]["matchLabels"]
+            for policy in by_kind(docs, "NetworkPolicy")
+        ]
+        for selector in selectors:
+            assert not selector.items() <= labels.items(), selector
+
+
+def test_a_key_written_twice_is_refused() -> None:
+    with pytest.raises(strict_yaml.DuplicateKeyError, match="'app' twice"):
+        strict_yaml.load_all("metadata:\n  labels:\n    app: a\n    app: b\n")
 
 
 def test_rbac_is_least_privilege(helm: Helm) -> None:

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 import yaml
+from tests import strict_yaml
 
 from fedwarden.testing.controlplane import ControlPlane
 
@@ -31,7 +32,7 @@ def _kustomize(kubectl: Path, path: Path) -> list[dict[str, Any]]:
         [str(kubectl), "kustomize", str(path)], capture_output=True, text=True, check=False
     )
     assert out.returncode == 0, out.stderr
-    return [d for d in yaml.safe_load_all(out.stdout) if d]
+    return strict_yaml.load_all(out.stdout)
 
 
 @pytest.mark.parametrize(
@@ -45,7 +46,7 @@ def _kustomize(kubectl: Path, path: Path) -> list[dict[str, Any]]:
 )
 def test_copies_are_current(copy: str, original: str) -> None:
     assert (GITOPS / copy).read_bytes() == (REPO / original).read_bytes(), (
-        f"examples/gitops/{copy} differs from {original}: cp {original} examples/gitops/{copy}"
+        f"examples/gitops/{copy} differs from {original}: make generate"
     )
 
 
@@ -62,12 +63,7 @@ def test_rendered_operator_is_current(helm: Helm) -> None:
         "tests.enabled=false",
     ).stdout
     on_disk = (GITOPS / "operator" / "fedwarden.yaml").read_text()
-    assert on_disk == fresh, (
-        "examples/gitops/operator/fedwarden.yaml is stale: "
-        "helm template fedwarden charts/fedwarden --namespace fedwarden-system "
-        "--set crds.install=false --set tests.enabled=false "
-        "> examples/gitops/operator/fedwarden.yaml"
-    )
+    assert on_disk == fresh, "examples/gitops/operator/fedwarden.yaml is stale: make generate"
 
 
 def test_kustomize_renders_crds_operator_and_training(kubectl: Path) -> None:

@@ -68,6 +68,15 @@ REFUSED = [
            selection={"minClients": 8, "minAvailable": 10}), "bulyan needs at least 4f+3"),
     (_with(GOOD_TRAINING, aggregation={"method": "krum"}), "spec.aggregation.f"),
     (_with(GOOD_TRAINING, aggregation={"method": "centered-clip"}), "spec.aggregation.tau"),
+    (_with(GOOD_TRAINING, aggregation={"beta": 0.1}), "spec.aggregation.method"),
+    (_with(GOOD_TRAINING, aggregation={"method": "median", "blockSize": 64}),
+     "spec.aggregation.blockSize"),
+    (_with(GOOD_TRAINING, aggregation={"method": "median", "filterFraction": 0.1}),
+     "spec.aggregation.filterFraction"),
+    (_with(GOOD_TRAINING, aggregation={"method": "block-dnc", "minShare": 0.2}),
+     "spec.aggregation.minShare"),
+    (_with(GOOD_TRAINING, aggregation={"method": "block-dnc", "filterFraction": 0.5}),
+     "spec.aggregation.filterFraction"),
     (_with(GOOD_TRAINING, privacy={"mode": "central"}), "targetEpsilon or noiseMultiplier"),
     (_with(GOOD_TRAINING, privacy={"mode": "central", "targetEpsilon": 1, "delta": 0.5}),
      "spec.privacy.delta"),
@@ -173,6 +182,11 @@ def test_examples_and_defaults_are_accepted(crds: ControlPlane, kube_namespace: 
                  REPO / "examples" / "gdpr" / "consortium.yaml",
                  REPO / "examples" / "apps" / "site-image" / "training.yaml"]:  # fmt: skip
         crds.kubectl("apply", "--dry-run=server", "-n", kube_namespace, "-f", str(path))
+    # the recommendation without DP, spelled out: every rule and parameter can be named
+    recommended = {"method": "block-dnc", "blockSize": 64, "filterFraction": 0.2,
+                   "preaggregation": "dnc", "minShare": 0.2}  # fmt: skip
+    crds.kubectl("create", "--dry-run=server", "-n", kube_namespace, "-f", "-",
+                 input=json.dumps(_with(GOOD_TRAINING, aggregation=recommended)))  # fmt: skip
     crds.kubectl("create", "-n", kube_namespace, "-f", "-", input=json.dumps(GOOD_TRAINING))
     crds.kubectl("create", "-n", kube_namespace, "-f", "-", input=json.dumps(APP_TRAINING))
     stored_app = yaml.safe_load(

@@ -16,7 +16,6 @@ import pytest
 from fedwarden.api import FederatedTraining
 from fedwarden.api.aggregator_config import AggregatorSettings
 from fedwarden.commands.aggregator import aggregator as aggregator_command
-from fedwarden.pipeline import aggregators
 from fedwarden.resources import aggregator
 from fedwarden.resources.names import Owner
 
@@ -143,11 +142,6 @@ def test_a_setting_has_its_options_range(name: str) -> None:
     probes = _probes(OPTIONS[name].type)  # type: ignore[arg-type]
     for value in probes:
         assert _setting_takes(name, value) == _option_takes(name, value), value
-
-
-def test_the_aggregation_rules_are_the_pipelines() -> None:
-    annotation = AggregatorSettings.model_fields["aggregator"].annotation
-    assert _literal_values(annotation) == set(aggregators.names())
 
 
 def test_the_config_map_is_the_settings() -> None:

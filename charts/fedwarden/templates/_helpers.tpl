@@ -16,15 +16,25 @@
 {{- end -}}
 {{- end -}}
 
-{{- define "fedwarden.selectorLabels" -}}
+{{- define "fedwarden.instanceLabels" -}}
 app.kubernetes.io/name: {{ include "fedwarden.name" . }}
 app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{/* what the operator's Service, NetworkPolicy and ServiceMonitor select: the operator's pod */}}
+{{- define "fedwarden.selectorLabels" -}}
+{{ include "fedwarden.instanceLabels" . }}
 app.kubernetes.io/component: operator
 {{- end -}}
 
 {{- define "fedwarden.labels" -}}
-helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
 {{ include "fedwarden.selectorLabels" . }}
+{{ include "fedwarden.releaseLabels" . }}
+{{- end -}}
+
+{{/* the labels of every object but the component, which says what the object is part of */}}
+{{- define "fedwarden.releaseLabels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
 app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
 app.kubernetes.io/part-of: fedwarden

@@ -2,8 +2,9 @@
 status reporters, Prometheus metrics and health endpoints. See :mod:`fedwarden.aggregator.server`
 and docs/runtime.md.
 
-It uses :mod:`fedwarden.pipeline`, :mod:`fedwarden.pki` and :mod:`fedwarden.wire`; nothing
-imports it but the command line.
+It uses :mod:`fedwarden.pipeline`, :mod:`fedwarden.pki`, :mod:`fedwarden.wire` and
+:mod:`fedwarden.k8s` (the service account's credentials); only the command line and the
+benchmarks import it (docs/architecture.md).
 """
 
 from fedwarden.aggregator.checkpoint import (

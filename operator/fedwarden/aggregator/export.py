@@ -36,7 +36,8 @@ from fedwarden.pipeline import ParameterLayout
 from fedwarden.wire.fetch import ExportPair, open_export
 
 if TYPE_CHECKING:
-    from fedwarden.aggregator.server import Aggregator
+    from fedwarden.aggregator.config import AggregatorConfig
+    from fedwarden.pipeline.round import Pipeline
 
 log = logging.getLogger("fedwarden.aggregator")
 
@@ -113,25 +114,35 @@ def _json_safe(value: Any) -> Any:
     return value
 
 
-def provenance_facts(agg: Aggregator, rounds_done: int) -> dict[str, Any]:
+def provenance_facts(
+    *,
+    training_uid: str,
+    identity: str,
+    status: str,
+    rounds_done: int,
+    settings: AggregatorConfig,
+    pipeline: Pipeline,
+    participation: ParticipationHistory,
+    bans: Mapping[str, str],
+) -> dict[str, Any]:
     """What the aggregator knows of how its model was made, for ``provenance.json``."""
-    config = agg.pipeline.config
+    config = pipeline.config
     privacy = config.privacy
     private = privacy.mode != "none"
     facts: dict[str, Any] = _json_safe(
         {
-            "training": {"uid": agg.training_uid, "identity": agg.training.uri},
-            "status": "running" if agg.finished is None else agg.finished.status,
+            "training": {"uid": training_uid, "identity": identity},
+            "status": status,
             "rounds_completed": rounds_done,
-            "rounds_planned": agg.config.rounds,
+            "rounds_planned": settings.rounds,
             "privacy": {
                 "mode": privacy.mode,
-                "epsilon": agg.pipeline.epsilon if private else None,
+                "epsilon": pipeline.epsilon if private else None,
                 "delta": privacy.delta if private else None,
                 "target_epsilon": privacy.target_epsilon,
                 "accountant": privacy.accountant if private else None,
-                "noise_multiplier": agg.pipeline.noise_multiplier if private else None,
-                "noise_seeded": agg.pipeline.seeded,
+                "noise_multiplier": pipeline.noise_multiplier if private else None,
+                "noise_seeded": pipeline.seeded,
             },
             "aggregation": {
                 "method": config.aggregator,
@@ -142,13 +153,13 @@ def provenance_facts(agg: Aggregator, rounds_done: int) -> dict[str, Any]:
             },
             "clipping": dataclasses.asdict(config.clipping),
             "sampling": {
-                "sampling": agg.config.sampling,
-                "fraction": agg.config.fraction,
-                "min_per_round": agg.config.min_per_round,
-                "min_available": agg.config.min_available,
+                "sampling": settings.sampling,
+                "fraction": settings.fraction,
+                "min_per_round": settings.min_per_round,
+                "min_available": settings.min_available,
             },
-            "participation": agg.participation.to_dict(),
-            "bans": dict(sorted(agg.banned().items())),
+            "participation": participation.to_dict(),
+            "bans": dict(sorted(bans.items())),
         }
     )
     return facts

@@ -601,7 +601,17 @@ class Aggregator:
         if self.exporter is None:
             return None
         try:
-            return self.exporter.export(model, provenance_facts(self, rounds_done))
+            facts = provenance_facts(
+                training_uid=self.training_uid,
+                identity=self.training.uri,
+                status="running" if self.finished is None else self.finished.status,
+                rounds_done=rounds_done,
+                settings=self.config,
+                pipeline=self.pipeline,
+                participation=self.participation,
+                bans=self.banned(),
+            )
+            return self.exporter.export(model, facts)
         except (OSError, PKIError, ValueError) as exc:
             # the training goes on; the next checkpoint exports again
             log.error("could not export the model of round %d: %s", rounds_done, exc)

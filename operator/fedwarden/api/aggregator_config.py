@@ -17,21 +17,12 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 from pydantic_core import ErrorDetails
 
-from fedwarden.api.common import APP_CONFIG_KEY_PATTERN, AppReference, BuiltinTaskName
-
-#: the rules of ``fedwarden.pipeline.aggregators`` (a test keeps the two lists equal: api
-#: imports nothing of the pipeline)
-AggregationRule = Literal[
-    "fedavg",
-    "krum",
-    "multi-krum",
-    "median",
-    "trimmed-mean",
-    "bulyan",
-    "geometric-median",
-    "centered-clip",
-    "block-dnc",
-]
+from fedwarden.api.common import (
+    APP_CONFIG_KEY_PATTERN,
+    AggregationRule,
+    AppReference,
+    BuiltinTaskName,
+)
 
 _NAMESPACED_NAME = re.compile(
     r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?/[a-z0-9]([-.a-z0-9]{0,251}[a-z0-9])?$"

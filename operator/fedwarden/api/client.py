@@ -6,10 +6,11 @@ from typing import Any, Literal
 
 from pydantic import Field
 
+from fedwarden import __version__
 from fedwarden.api.common import API_VERSION, Condition, Model, ResourceRequirements, cel_rules
 
 #: the image of ``fedwarden client`` with the built-in tasks (images/client/Dockerfile)
-DEFAULT_CLIENT_IMAGE = "ghcr.io/fedwarden/client:0.1.0"
+DEFAULT_CLIENT_IMAGE = f"ghcr.io/fedwarden/client:{__version__}"
 
 
 class TrainingRef(Model):

@@ -25,6 +25,21 @@ BuiltinTaskName = Annotated[
     ),
 ]
 
+#: the aggregation rules, as ``fedwarden.pipeline.aggregators.names()`` registers them; api imports
+#: nothing of the pipeline, so this is the API's one copy (the CRD's enum, the aggregator's
+#: settings) and tests/unit/test_aggregation_rules.py keeps it equal to the registry
+AggregationRule = Literal[
+    "fedavg",
+    "krum",
+    "multi-krum",
+    "median",
+    "trimmed-mean",
+    "bulyan",
+    "geometric-median",
+    "centered-clip",
+    "block-dnc",
+]
+
 _IDENTIFIER_PATH = r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*"
 #: what ``fedwarden client --app`` imports: a dotted module path, a colon, a dotted attribute path
 APP_REFERENCE_PATTERN = rf"^{_IDENTIFIER_PATH}:{_IDENTIFIER_PATH}$"

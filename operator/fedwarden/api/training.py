@@ -7,9 +7,11 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from fedwarden import __version__
 from fedwarden.api.common import (
     API_VERSION,
     APP_CONFIG_KEY_PATTERN,
+    AggregationRule,
     AppReference,
     BuiltinTaskName,
     Condition,
@@ -20,16 +22,6 @@ from fedwarden.api.common import (
     cel_rules,
 )
 
-AggregatorName = Literal[
-    "fedavg",
-    "krum",
-    "multi-krum",
-    "median",
-    "trimmed-mean",
-    "bulyan",
-    "geometric-median",
-    "centered-clip",
-]
 #: aggregators whose guarantee is stated for an assumed number f of Byzantine clients
 NEEDS_F = ("krum", "multi-krum", "bulyan")
 
@@ -138,15 +130,12 @@ class SelectionSpec(Model):
     )
 
 
-class AggregationSpec(Model):
-    """The robust aggregation rule. Unset `method`: fedwarden's recommendation for the privacy
-    mode (block-wise DnC behind a gated DnC without central DP, DP-FedAvg with it;
-    benchmarks/defence-matrix.md).
-    A named method under central DP keeps the recommended outlier and free-rider tests, with the
-    noise of its larger sensitivity (fedavg is then refused: leave method unset for DP-FedAvg)."""
-
-    model_config = Model.model_config | {
-        "json_schema_extra": cel_rules(
+def _aggregation_rules(schema: dict[str, Any]) -> None:
+    """AggregationSpec's CEL rules. Every field but `method` is a parameter of the rule or of its
+    preaggregation, and the operator passes them only with a method."""
+    parameters = " || ".join(f"has(self.{p})" for p in schema["properties"] if p != "method")
+    schema.update(
+        cel_rules(
             (
                 f"!has(self.method) || !(self.method in {list(NEEDS_F)}) || has(self.f)",
                 "krum, multi-krum and bulyan need f, the number of Byzantine clients tolerated",
@@ -158,23 +147,77 @@ class AggregationSpec(Model):
                 ".tau",
             ),
             (
+                f"has(self.method) || !({parameters})",
+                "aggregation parameters need a method (unset, the recommendation's are used)",
+                ".method",
+            ),
+            (
                 "!has(self.bucketSize) || (has(self.preaggregation) && "
                 "self.preaggregation == 'bucketing')",
                 "bucketSize applies only to preaggregation: bucketing",
                 ".bucketSize",
             ),
+            (
+                "!has(self.blockSize) || (has(self.method) && self.method == 'block-dnc')",
+                "blockSize applies only to method: block-dnc",
+                ".blockSize",
+            ),
+            (
+                "!has(self.filterFraction) || (has(self.method) && self.method == 'block-dnc') "
+                "|| (has(self.preaggregation) && self.preaggregation == 'dnc')",
+                "filterFraction applies only to method: block-dnc and preaggregation: dnc",
+                ".filterFraction",
+            ),
+            (
+                "!has(self.minShare) || (has(self.preaggregation) && self.preaggregation == 'dnc')",
+                "minShare applies only to preaggregation: dnc",
+                ".minShare",
+            ),
         )
-    }
+    )
 
-    method: AggregatorName | None = Field(default=None, description="Aggregation rule.")
+
+class AggregationSpec(Model):
+    """The robust aggregation rule. Unset `method`: fedwarden's recommendation for the privacy
+    mode (block-wise DnC behind a gated DnC without central DP, DP-FedAvg with it;
+    benchmarks/defence-matrix.md).
+    A named method under central DP keeps the recommended outlier and free-rider tests, with the
+    noise of its larger sensitivity (fedavg is then refused: leave method unset for DP-FedAvg)."""
+
+    model_config = Model.model_config | {"json_schema_extra": _aggregation_rules}
+
+    method: AggregationRule | None = Field(
+        default=None, description="Aggregation rule (docs/aggregators.md)."
+    )
     f: int | None = Field(default=None, ge=0, le=10000, description="Byzantine clients tolerated.")
     beta: float | None = Field(
         default=None, ge=0, lt=0.5, description="Trimmed mean: fraction cut on each side (< 0.5)."
     )
     m: int | None = Field(default=None, ge=1, description="Multi-Krum: updates averaged.")
     tau: float | None = Field(default=None, gt=0, description="Centered clipping radius.")
-    preaggregation: Literal["nnm", "bucketing"] | None = None
+    preaggregation: Literal["nnm", "bucketing", "dnc"] | None = Field(
+        default=None,
+        description="A step before the rule: nearest-neighbour mixing, bucketing, or "
+        "Divide-and-Conquer's spectral filter over whole updates.",
+    )
     bucket_size: int | None = Field(default=None, ge=1, le=1000)
+    block_size: int | None = Field(
+        default=None, ge=1, description="block-dnc: consecutive coordinates filtered together."
+    )
+    filter_fraction: float | None = Field(
+        default=None,
+        ge=0,
+        lt=0.5,
+        description="block-dnc (in each block) and preaggregation dnc (over whole updates): "
+        "the share of updates dropped, ⌊filterFraction·n⌋.",
+    )
+    min_share: float | None = Field(
+        default=None,
+        ge=0,
+        lt=1,
+        description="The gate of preaggregation dnc: it drops updates only when the top direction "
+        "carries at least this share of the cohort's centred variance.",
+    )
 
 
 class ClippingSpec(Model):
@@ -281,7 +324,7 @@ class StorageSpec(Model):
 class AggregatorSpec(Model):
     """The aggregator's pod."""
 
-    image: str = Field(default="ghcr.io/fedwarden/aggregator:0.1.0", min_length=1)
+    image: str = Field(default=f"ghcr.io/fedwarden/aggregator:{__version__}", min_length=1)
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
     resources: ResourceRequirements | None = None
     node_selector: dict[str, str] | None = None

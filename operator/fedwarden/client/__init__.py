@@ -3,7 +3,8 @@ signs its update and streams it in chunks. See :mod:`fedwarden.client.runtime` a
 docs/runtime.md.
 
 It uses :mod:`fedwarden.pipeline` (local DP), :mod:`fedwarden.pki`, :mod:`fedwarden.wire` and
-:mod:`fedwarden.sim` (the built-in tasks); nothing imports it but the command line.
+:mod:`fedwarden.sim` (the built-in tasks); only the command line, the demo and the benchmarks
+import it (docs/architecture.md).
 """
 
 from fedwarden.client.apps import (

@@ -24,7 +24,7 @@ One :class:`FederationClient` runs the loop::
   travel in the signed envelope. What the app returns is checked (size, finiteness) before it is
   signed; an app that fails ends the run with status ``failed`` and reason ``app-error``.
 - **Local DP** (optional, or required by the aggregator): the update is clipped and noised with
-  :func:`fedwarden.pipeline.dp.privatize_locally` before it is signed.
+  :func:`fedwarden.pipeline.local_dp.privatize_locally` before it is signed.
 - **Record-level DP** (when the aggregator announces ``record_dp``: a target ε and δ per site):
   the app trains with DP-SGD under its own accountant and reports the ε it has spent in its fit
   metrics (``epsilon``, and ``budget_spent`` = 1 when another round would exceed its budget);
@@ -57,8 +57,9 @@ from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
 from fedwarden.client.apps import App, AppError, Task, check_finite
 from fedwarden.pipeline import ParameterLayout
-from fedwarden.pipeline.dp import noise_generator, privatize_locally
+from fedwarden.pipeline.dp import noise_generator
 from fedwarden.pipeline.errors import PrivacyBudgetExhaustedError
+from fedwarden.pipeline.local_dp import privatize_locally
 from fedwarden.pki import (
     KeyPairWatcher,
     PKIError,

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 import click
 
 from fedwarden.commands._common import key_values
+from fedwarden.pipeline import aggregators
 
 if TYPE_CHECKING:
     from fedwarden.pipeline.round import PipelineConfig
@@ -54,10 +55,9 @@ _OPTIONS = (
         "--aggregator",
         default=None,
         metavar="NAME",
-        help="fedavg, krum, multi-krum, median, trimmed-mean, bulyan, geometric-median, "
-        "centered-clip or block-dnc [default: the --defence's]. Naming one with --dp central "
-        "keeps the recommended outlier and free-rider tests, with the rule's larger noise; leave "
-        "it out for DP-FedAvg.",
+        help=f"One of {', '.join(aggregators.names())} [default: the --defence's]. Naming one "
+        "with --dp central keeps the recommended outlier and free-rider tests, with the rule's "
+        "larger noise; leave it out for DP-FedAvg.",
     ),
     click.option(
         "--agg-param",

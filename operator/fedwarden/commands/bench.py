@@ -13,6 +13,7 @@ import click
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from fedwarden.bench.aggregators import AGGREGATORS
 from fedwarden.commands._common import console, emit_json, json_option, user_errors
 from fedwarden.commands.bench_apps import apps
 from fedwarden.commands.bench_defences import defences
@@ -43,8 +44,6 @@ def _int_list(minimum: int) -> Any:
 
 
 def _name_list(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str, ...]:
-    from fedwarden.bench.aggregators import AGGREGATORS
-
     if value.strip().lower() == "all":
         return AGGREGATORS
     names = tuple(v.strip() for v in value.split(",") if v.strip())
@@ -83,8 +82,7 @@ def bench() -> None:
     default="all",
     show_default=True,
     callback=_name_list,
-    help="Aggregators to run, comma-separated: fedavg, krum, multi-krum, median, trimmed-mean, "
-    "bulyan, geometric-median, centered-clip, block-dnc.",
+    help=f"Aggregators to run, comma-separated: {', '.join(AGGREGATORS)}.",
 )
 @click.option(
     "--repeat",

@@ -1,6 +1,6 @@
 """``fedwarden bench defences``: the defence matrix (defences × attacks) and the free-rider test.
 
-The logic lives in :mod:`fedwarden.sim.matrix`; this module parses options, shows a progress bar
+The logic lives in :mod:`fedwarden.bench.defences`; this module parses options, shows a progress bar
 over the simulations and presents the tables.
 """
 
@@ -165,7 +165,7 @@ def defences(
 
     Each cell is a simulated training (as `fedwarden simulate` runs it): 25 clients of which 5
     attackers, Dirichlet α=0.5 label skew, every client in every round; the final test accuracy
-    is averaged over the seeds. Rows: plain FedAvg, the eight aggregators inside the full
+    is averaged over the seeds. Rows: plain FedAvg, every rule but block-dnc inside the full
     pipeline, pre-aggregated variants, block-wise DnC, and the recommended configuration. Then
     3 free riders of each kind (no attackers) measure the bans. Ends with the table, each row's
     worst case and whether the recommended row meets fedwarden's criteria.
@@ -177,7 +177,7 @@ def defences(
       fedwarden bench defences --defences fedavg,recommended --attacks none,alie --seeds 1
       fedwarden bench defences --small-consortia --markdown --output benchmarks/small-consortia.json
     """
-    from fedwarden.sim import matrix
+    from fedwarden.bench import defences as matrix
 
     if as_json and markdown:
         raise click.UsageError("--json and --markdown both print to stdout: choose one")
@@ -235,8 +235,8 @@ def defences(
 def _small_consortia(
     rounds: int, seeds: int, processes: int, output: Path | None, as_json: bool
 ) -> None:
-    """The grid of :mod:`fedwarden.sim.consortia`; its tables are Markdown on stdout."""
-    from fedwarden.sim import consortia
+    """The grid of :mod:`fedwarden.bench.consortia`; its tables are Markdown on stdout."""
+    from fedwarden.bench import consortia
 
     with user_errors():
         grid = consortia.ConsortiumGrid(

@@ -1,4 +1,7 @@
-"""Gaussian noise for differential privacy: central (on the aggregate) and local (on one update).
+"""Gaussian noise for differential privacy, and where it comes from.
+
+Central DP adds it to the aggregate (:mod:`.round`); local DP to one clipped update
+(:mod:`.local_dp`).
 
 Where the noise comes from: :func:`noise_generator` returns a ``numpy`` generator (PCG64) seeded
 with 128 bits from the operating system's CSPRNG (:func:`secrets.randbits`); numpy's global
@@ -81,28 +84,3 @@ def add_gaussian_noise(vector: FloatArray, std: float, rng: np.random.Generator)
         noise += flat[start:stop]
         out[start:stop] = noise
     return out.reshape(source.shape)
-
-
-def privatize_locally(
-    update: FloatArray, clip_norm: float, noise_multiplier: float, rng: np.random.Generator
-) -> FloatArray:
-    """Local DP, what a client does before sending: clip to C, then add ``N(0, (σC)²)``.
-
-    The result, in ``update``'s dtype, is safe to send to an untrusted aggregator. Replacing the
-    client's data moves the clipped update by at most 2C against noise σC, so one report is a
-    Gaussian mechanism with noise multiplier σ/2 under replace-one.
-
-    Raises:
-        ValueError: ``update`` is not a finite 1-D floating vector, ``clip_norm`` not > 0 or
-            ``noise_multiplier`` not > 0.
-    """
-    from fedwarden.pipeline.clipping import clip_to_norm
-
-    vector = np.asarray(update)
-    if vector.ndim != 1:
-        raise ValueError(f"update must be a 1-D vector, got shape {vector.shape}")
-    sigma = float(noise_multiplier)
-    if not (math.isfinite(sigma) and sigma > 0):
-        raise ValueError(f"noise_multiplier must be a finite number > 0, got {noise_multiplier!r}")
-    clipped, _ = clip_to_norm(vector[None, :], clip_norm)
-    return add_gaussian_noise(clipped[0], sigma * float(clip_norm), rng)

@@ -186,18 +186,18 @@ class PipelineConfig:
         block, the mean of the rest) behind a whole-update DnC that drops ⌊0.2·n⌋ only when
         the top direction carries at least 20 % of the centred variance, on updates clipped to
         the adaptive median norm (Andrew et al., γ = 0.5); the cohort outlier test at a robust
-        z-score of 14, the free-rider tests, and a ban after 3 strikes. It had the best worst
-        case over the attacks of every row of the defence matrix and is the only rule there that
-        keeps a data-poisoning backdoor mostly out (6.7 % on average over 10 seeds, under 10 % on
-        7 of them; centered clipping, the previous recommendation, let it in at 94.5 %), for
-        about 2 points of accuracy without attack. It needs no assumed number of attackers and
-        ignores the clients' claimed sample counts. The outlier threshold is high on purpose: at
-        3.5, and down to about 12, honest clients with large shards were banned, because
-        colluding attackers that send identical vectors shrink the cohort's MAD; at 14 it still
-        bans grossly scaled updates. Below 8 updates its scale is floored (``min_log_spread``),
-        as the MAD of a consortium of a few sites collapses when they converge together; sign
-        flips and inner-product manipulation are struck by their direction instead, while the
-        cohort agrees (docs/pipeline.md, "Small consortia").
+        z-score of 14, the free-rider tests, and a ban after 3 strikes. It was chosen for the best
+        worst case over the attacks of the defence matrix and for keeping a data-poisoning
+        backdoor out where the other rules let it in, at a small cost in accuracy without attack;
+        how well, and at what cost, is in the matrix's latest run, not here. It needs no assumed
+        number of attackers and ignores the clients' claimed sample counts. The outlier threshold
+        is high on purpose: at lower thresholds the matrix saw honest clients with large shards
+        banned, because colluding attackers that send identical vectors shrink the cohort's MAD;
+        at 14 it still bans grossly scaled updates. Below 8 updates its
+        scale is floored (``min_log_spread``), as the MAD of a consortium of a few sites
+        collapses when they converge together; sign flips and inner-product manipulation are
+        struck by their direction instead, while the cohort agrees (docs/pipeline.md, "Small
+        consortia").
 
         With central DP (``privacy.mode == "central"``): DP-FedAvg, the unweighted mean of
         updates clipped to the adaptive median norm with a fixed denominator, and only the

@@ -46,6 +46,9 @@ def aggregator_settings(
         "tau": aggregation.tau,
         "preaggregation": aggregation.preaggregation,
         "bucket_size": aggregation.bucket_size,
+        "block_size": aggregation.block_size,
+        "filter_fraction": aggregation.filter_fraction,
+        "min_share": aggregation.min_share,
     }
     return AggregatorSettings(
         kubernetes_status=f"{owner.namespace}/{owner.name}",

@@ -42,8 +42,9 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
-from fedwarden.pipeline.dp import noise_generator, privatize_locally
+from fedwarden.pipeline.dp import noise_generator
 from fedwarden.pipeline.errors import PrivacyBudgetExhaustedError
+from fedwarden.pipeline.local_dp import privatize_locally
 from fedwarden.pipeline.round import Pipeline, PipelineConfig, PrivacyConfig
 from fedwarden.pipeline.site_privacy import SiteReport
 from fedwarden.sim.attacks import (

@@ -88,7 +88,16 @@ def test_participation_survives_a_restart_and_enters_the_provenance(
     agg = Aggregator(config, pipeline, np.zeros(4), tls=tls, checkpoint_dir=state)
     agg._restore()
     assert agg.participation == history
-    facts = provenance_facts(agg, 1)
+    facts = provenance_facts(
+        training_uid=agg.training_uid,
+        identity=agg.training.uri,
+        status="running",
+        rounds_done=1,
+        settings=agg.config,
+        pipeline=agg.pipeline,
+        participation=agg.participation,
+        bans=agg.banned(),
+    )
     assert facts["participation"]["rounds"][0]["aggregated"] == ["a", "b"]
     assert facts["privacy"]["epsilon"] is None
     assert facts["aggregation"]["method"] == "block-dnc"

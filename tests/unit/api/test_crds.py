@@ -17,9 +17,9 @@ CRDS_DIR = Path(__file__).resolve().parents[3] / "crds"
 def test_checked_in_crds_are_current() -> None:
     expected = crds_yaml()
     on_disk = {p.name: p.read_text() for p in CRDS_DIR.glob("*.yaml")}
-    assert set(on_disk) == set(expected), "run: fedwarden crds --output-dir crds/"
+    assert set(on_disk) == set(expected), "run: make generate"
     for name, text in expected.items():
-        assert on_disk[name] == text, f"{name} drifted from fedwarden.api: run fedwarden crds"
+        assert on_disk[name] == text, f"{name} drifted from fedwarden.api: run make generate"
 
 
 def _walk(node: Any, path: str = "") -> list[tuple[str, dict[str, Any]]]:

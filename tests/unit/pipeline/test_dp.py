@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from fedwarden.pipeline import dp
-from fedwarden.pipeline.dp import add_gaussian_noise, noise_generator, privatize_locally
+from fedwarden.pipeline.dp import add_gaussian_noise, noise_generator
+from fedwarden.pipeline.local_dp import privatize_locally
 
 
 def test_unseeded_generators_differ_and_seeded_ones_repeat() -> None:

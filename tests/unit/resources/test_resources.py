@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from fedwarden import __version__
 from fedwarden.api import FederatedTraining, FLClient
 from fedwarden.api.client import DEFAULT_CLIENT_IMAGE
 from fedwarden.resources import aggregator, client, network, security
@@ -156,7 +157,7 @@ def test_an_app_s_initial_model_comes_from_its_image_before_the_aggregator_start
     assert init["securityContext"] == security.container_security_context()
     assert init["resources"] == {"limits": {"memory": "2Gi"}}
     container = pod["containers"][0]
-    assert container["image"] == "ghcr.io/fedwarden/aggregator:0.1.0"  # not the app's
+    assert container["image"] == f"ghcr.io/fedwarden/aggregator:{__version__}"  # not the app's
     command = container["command"]
     assert command[command.index("--initial-model") + 1] == aggregator.INITIAL_MODEL_FILE
     assert command[command.index("--output-model") + 1] == aggregator.MODEL_DIR

@@ -27,8 +27,4 @@ def test_generated_code_matches_the_proto(tmp_path: Path) -> None:
     for name in GENERATED:
         fresh = (tmp_path / "fedwarden" / "wire" / name).read_text()
         current = (ROOT / "operator" / "fedwarden" / "wire" / name).read_text()
-        assert fresh == current, (
-            f"{name} is out of date; regenerate: python -m grpc_tools.protoc -Ioperator "
-            "--python_out=operator --grpc_python_out=operator --pyi_out=operator "
-            "operator/fedwarden/wire/fedwarden.proto"
-        )
+        assert fresh == current, f"{name} is out of date: make generate"

@@ -12,7 +12,7 @@ one after the other and give the same bits.
 During a pass BLAS runs on one thread per worker. OpenBLAS otherwise spreads every product above
 about 2^18 multiply-adds over all cores, and its threads then wait on each other: on a loaded or
 CPU-limited node (a pod with a CPU quota, a shared CI box) each product stalls on a descheduled
-thread (the Gram matrix of 50 × 1e6 took 1.0–2.6 s that way against 0.15–0.2 s on one thread),
+thread (several times slower than one thread, in the measurements behind docs/aggregators.md),
 and two workers' products would fight over the same cores. The limit is process-wide
 (threadpoolctl sets OpenBLAS's thread count); it is taken by the first pass that starts and given
 back by the last that ends, so concurrent aggregations in one process share it safely.

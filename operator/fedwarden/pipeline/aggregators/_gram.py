@@ -110,8 +110,8 @@ def _augmented_gram(
     fifth of the whole).
     """
     n = updates.shape[0]
-    # Zero rows up to a multiple of 4: OpenBLAS's syrk is then 10-45 % faster (one thread,
-    # 1e6 columns: 51 rows 65 ms, 52 rows 54 ms; 31 rows 41 ms, 32 rows 22 ms).
+    # Zero rows up to a multiple of 4: OpenBLAS's syrk is faster on those (docs/aggregators.md,
+    # Speed, has the measurement and its script).
     rows = -(-(n + 1) // 4) * 4
     total = np.zeros((rows, rows))
     block = np.zeros((rows, 0), dtype=dtype)

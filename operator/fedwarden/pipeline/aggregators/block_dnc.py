@@ -14,10 +14,9 @@ updates are large and aligned while honest ones are small. Over the whole update
 drowned by honest heterogeneity (under label skew, honest updates are as unusual as theirs in
 every whole-update statistic); inside its block it is the top direction. With blocks of one
 coordinate the rule becomes a per-coordinate mean without the values farthest from the mean;
-with one block, DnC followed by the mean. Measured in benchmarks/defence-matrix.md: behind a
+with one block, DnC followed by the mean. How well it holds a data-poisoning backdoor behind a
 whole-update DnC that only acts on a dominant direction (``preaggregation="dnc",
-min_share=0.2``), blocks of 64 hold a data-poisoning backdoor under 10 % on 7 of 10 seeds (6.7 %
-on average) where centered clipping holds it on none.
+min_share=0.2``, the recommendation) is measured in benchmarks/defence-matrix.md.
 
 The blocks are fixed by position (``[0, g)``, ``[g, 2g)``, …; the last may be shorter), not by
 the model's layers, which the pipeline does not know. Each block's top eigenpair comes from the

@@ -1,4 +1,3 @@
-#!/usr/bin/env python
 """The operator at scale: N FederatedTrainings with M FLClients each, on the test control plane.
 
 Starts a ControlPlane (etcd + kube-apiserver + kube-controller-manager, built by
@@ -22,7 +21,7 @@ then deletes the clients. Writes JSON and prints a markdown table.
 
 Usage::
 
-    python benchmarks/operator_scale.py --trainings 100 --clients 20 \\
+    python -m fedwarden.bench.operator_scale --trainings 100 --clients 20 \\
         --output benchmarks/operator-scale.json
 """
 
@@ -33,6 +32,7 @@ import base64
 import concurrent.futures
 import contextlib
 import datetime as dt
+import importlib.metadata
 import json
 import os
 import platform
@@ -66,7 +66,8 @@ from fedwarden.testing.controlplane import (
 )
 from fedwarden.testing.kubeapi import ApiError, KubeApi
 
-REPO = Path(__file__).resolve().parents[1]
+#: the checkout it runs from (crds/, and the commit it reports)
+REPO = Path(__file__).resolve().parents[3]
 GROUP_PATH = "/apis/fedwarden.io/v1alpha1"
 OPERATOR_USER = "fedwarden-operator"
 MANAGED = f"app.kubernetes.io/managed-by={names.MANAGED_BY}"
@@ -645,7 +646,6 @@ def machine() -> dict[str, Any]:
         for line in Path("/proc/meminfo").read_text().splitlines():
             if line.startswith("MemTotal"):
                 mem = int(line.split()[1]) * 1024
-    import kopf
     import kubernetes
 
     commit = subprocess.run(
@@ -657,7 +657,7 @@ def machine() -> dict[str, Any]:
         "memory_bytes": mem,
         "kernel": platform.release(),
         "python": platform.python_version(),
-        "kopf": kopf.__version__,
+        "kopf": importlib.metadata.version("kopf"),
         "kubernetes_client": kubernetes.__version__,
         "kubernetes": KUBERNETES_VERSION,
         "etcd": ETCD_VERSION,
@@ -938,9 +938,9 @@ def run(args: argparse.Namespace, result: dict[str, Any]) -> None:
                 1,
             ),
             "cpu_percent": {
-                k: round(100 * (stats_s1[k]["cpu"] - stats_s0[k]["cpu"]) / steady_seconds, 1)
+                k: round(100 * (s1["cpu"] - s0["cpu"]) / steady_seconds, 1)
                 for k in pids
-                if stats_s0.get(k) and stats_s1.get(k)
+                if (s0 := stats_s0[k]) and (s1 := stats_s1[k])
             },
         }
 
@@ -950,7 +950,7 @@ def run(args: argparse.Namespace, result: dict[str, Any]) -> None:
             end = [s for s in rows if s["t"] >= b - t_wall0] or rows[-1:]
             if not start or not end:
                 return None
-            return round(end[0][name]["cpu"] - start[-1][name]["cpu"], 1)
+            return round(float(end[0][name]["cpu"]) - float(start[-1][name]["cpu"]), 1)
 
         result["cpu_seconds_to_ready"] = {k: cpu_between(k, t0, t_ready) for k in pids}
         result["memory_bytes"] = {

@@ -1,4 +1,4 @@
-"""The defence matrix (``fedwarden.sim.matrix``, ``fedwarden bench defences``) on a tiny
+"""The defence matrix (``fedwarden.bench.defences``, ``fedwarden bench defences``) on a tiny
 configuration: two defences × two attacks, a few rounds."""
 
 from __future__ import annotations
@@ -9,9 +9,7 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from fedwarden.commands.bench_defences import defences as defences_command
-from fedwarden.pipeline.round import PipelineConfig
-from fedwarden.sim.matrix import (
+from fedwarden.bench.defences import (
     ATTACK_COLUMNS,
     AttackColumn,
     Cell,
@@ -24,6 +22,8 @@ from fedwarden.sim.matrix import (
     markdown_tables,
     run_matrix,
 )
+from fedwarden.commands.bench_defences import defences as defences_command
+from fedwarden.pipeline.round import PipelineConfig
 from fedwarden.sim.runner import run_simulation
 
 COLUMNS = {c.name: c for c in ATTACK_COLUMNS}

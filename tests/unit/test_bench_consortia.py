@@ -1,4 +1,4 @@
-"""The small-consortium grid (``fedwarden.sim.consortia``, ``fedwarden bench defences
+"""The small-consortium grid (``fedwarden.bench.consortia``, ``fedwarden bench defences
 --small-consortia``) on a tiny configuration."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ import json
 import pytest
 from click.testing import CliRunner
 
+from fedwarden.bench.consortia import ConsortiumGrid, markdown_tables, run_consortia
 from fedwarden.commands.bench_defences import defences as defences_command
-from fedwarden.sim.consortia import ConsortiumGrid, markdown_tables, run_consortia
 
 TINY = ConsortiumGrid(
     tasks=("wine-logreg",),
@@ -55,7 +55,7 @@ def test_unknown_attack_columns_and_tiny_consortia_are_refused() -> None:
 
 
 def test_the_command_runs_the_grid_with_json(monkeypatch: pytest.MonkeyPatch) -> None:
-    from fedwarden.sim import consortia
+    from fedwarden.bench import consortia
 
     monkeypatch.setattr(
         consortia,

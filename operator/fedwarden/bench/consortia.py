@@ -1,7 +1,7 @@
 """Small consortia: the recommended defences with 3 to 10 sites, where cohort statistics are thin.
 
 A federation across hospitals, banks or plants has a handful of sites, each with much of the
-data. The defence matrix (:mod:`fedwarden.sim.matrix`) measures 25 clients; this grid measures
+data. The defence matrix (:mod:`fedwarden.bench.defences`) measures 25 clients; this grid measures
 what changes with few: for every built-in task, number of sites, split (IID or Dirichlet label
 skew), number of attackers and seed, one simulated training per attack column and per
 free-rider kind under :meth:`PipelineConfig.recommended`, plus plain FedAvg without attack as
@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from statistics import mean
 from typing import Any
 
+from fedwarden.bench.defences import ATTACK_COLUMNS, AttackColumn, run_in_pool
 from fedwarden.pipeline.round import PipelineConfig
-from fedwarden.sim.matrix import ATTACK_COLUMNS, AttackColumn, run_in_pool
 
 __all__ = [
     "ConsortiumGrid",
@@ -46,7 +46,7 @@ class ConsortiumGrid:
         partitions: ``iid`` and/or ``dirichlet`` (label skew with concentration ``alpha``).
         attacker_counts: attackers per attacked run; a count is used only where the attackers
             are fewer than half the sites.
-        attacks: columns of the defence matrix (:data:`~fedwarden.sim.matrix.ATTACK_COLUMNS`).
+        attacks: columns of the defence matrix (:data:`~fedwarden.bench.defences.ATTACK_COLUMNS`).
         free_rider_kinds: one run with one free rider of each kind (no attacker).
         rounds, lr, local_epochs, batch_size, seeds: the training, as in the defence matrix.
         processes: worker processes.

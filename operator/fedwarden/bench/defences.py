@@ -120,7 +120,7 @@ def _full(aggregator: str, **params: Any) -> PipelineConfig:
 
 
 def default_defences(f: int = 5) -> tuple[Defence, ...]:
-    """The default rows: plain FedAvg; the eight aggregators inside the full pipeline (the
+    """The default rows: plain FedAvg; every rule but block-dnc inside the full pipeline (the
     recommended validation, free-rider tests, adaptive clipping and strikes around each); the
     unweighted clipped mean; NNM, bucketing and DnC spectral filtering in front of the promising
     rules; block-wise DnC alone and behind a gated DnC; and the recommended configuration.
