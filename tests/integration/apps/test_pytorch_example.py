@@ -23,7 +23,7 @@ import pytest
 from tests.integration.runtime.runtime_helpers import TIMEOUT, RuntimePKI
 
 from fedwarden.aggregator import Aggregator, AggregatorConfig, RecordingReporter, RoundFinished
-from fedwarden.client import App, Evaluation, FederationClient, FitResult, load_app
+from fedwarden.client import App, AppError, Evaluation, FederationClient, FitResult, load_app
 from fedwarden.commands._pipeline_options import pipeline_config
 from fedwarden.pipeline.evaluation import combine_client_evaluations
 from fedwarden.pipeline.round import Pipeline
@@ -36,8 +36,6 @@ EXAMPLES = Path(__file__).parents[3] / "examples" / "apps"
 # the example's own modules, as `--app` imports them (from the directory the command runs in)
 sys.path.insert(0, str(EXAMPLES))
 from pytorch_digits import task  # noqa: E402
-
-pytestmark = pytest.mark.slow
 
 APP = "pytorch_digits.client_app:client_fn"
 SITES = 5
@@ -105,6 +103,7 @@ def _into_pytorch(parameters: np.ndarray, layout: Any) -> Any:
     return net
 
 
+@pytest.mark.slow
 def test_the_pytorch_example_trains_with_dp_and_its_reported_accuracy_reproduces(
     tmp_path: Path,
 ) -> None:
@@ -193,3 +192,17 @@ def test_the_pytorch_example_trains_with_dp_and_its_reported_accuracy_reproduces
         _into_pytorch(agg.model, server_app.layout), whole_test_set
     )
     assert accuracy >= ACCURACY_FLOOR
+
+
+def test_the_app_names_its_tensors_as_the_state_dict_does() -> None:
+    app = _load(2, SITES)
+    net = task.Net()
+    assert list(app.layout.names) == list(net.state_dict())
+    assert app.num_parameters == sum(p.numel() for p in net.parameters()) == 1898
+    # what the aggregator starts from is the same model at every site and every restart
+    np.testing.assert_array_equal(app.initial_parameters(), _load(0, 1).initial_parameters())
+
+
+def test_a_mistyped_setting_is_named() -> None:
+    with pytest.raises(AppError, match=r"unknown --app-config key\(s\) local-epoch;"):
+        load_app(APP, run_config={"local-epoch": 3}, search_path=[EXAMPLES])
