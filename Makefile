@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint unit control-plane helm images install-dev generate clean
+.PHONY: demo test lint unit control-plane helm images install-dev install-torch test-pytorch generate clean
 
 $(BIN)/fedwarden: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,8 +17,8 @@ demo: install-dev
 	$(BIN)/fedwarden demo
 
 lint: install-dev
-	$(BIN)/ruff check operator tests
-	$(BIN)/ruff format --check operator tests
+	$(BIN)/ruff check operator tests examples
+	$(BIN)/ruff format --check operator tests examples
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
@@ -56,6 +56,15 @@ generate: install-dev helm
 	"$$(bash hack/helm.sh --print-path)" template fedwarden charts/fedwarden \
 		--namespace fedwarden-system --set crds.install=false --set tests.enabled=false \
 		> examples/gitops/operator/fedwarden.yaml
+
+# PyTorch for the PyTorch example's test, into .venv only (never into the images): PyPI's wheel
+# pulls in the CUDA libraries, 3.0 GB to download and 5.4 GB on disk (docs/apps.md)
+TORCH_VERSION := 2.15.0
+install-torch: install-dev
+	$(BIN)/python -c 'import torch' 2>/dev/null || $(BIN)/pip install --quiet torch==$(TORCH_VERSION)
+
+test-pytorch: install-torch
+	$(BIN)/pytest tests/integration/apps/test_pytorch_example.py
 
 unit: install-dev
 	$(BIN)/pytest tests
