@@ -328,7 +328,9 @@ def test_a_real_training_reports_onto_the_resources(
     assert 0.0 <= ft["lastMetrics"]["accuracy"] <= 1.0
     poisoner = status(cp, ns, CLIENTS, "poisoner")
     assert poisoner["phase"] == "Banned"
-    assert poisoner["banReason"].startswith("outlier: 3 strikes")
+    # five sites: below eight updates the outlier test's scale is floored, and the sign-flipped
+    # poisoner is struck by its direction (docs/pipeline.md, "Small consortia")
+    assert poisoner["banReason"].startswith("poisoning: 3 strikes")
     assert poisoner["strikes"] == 3
     for name in honest:
         site = status(cp, ns, CLIENTS, name)
