@@ -36,6 +36,9 @@ class RelayCounters:
     """What the relay did, for the demo's report."""
 
     forwarded_calls: int = 0
+    intercepted_updates: int = 0
+    """Updates the relay set out to alter; the aggregator may refuse one at its header (the
+    relay's identity is not the envelope's) before a payload chunk passes to be altered."""
     tampered_updates: int = 0
     upstream_refusals: list[str] = field(default_factory=list)
 
@@ -110,6 +113,8 @@ class TamperingRelay:
 
     def _submit(self, requests: Iterator[bytes], context: grpc.ServicerContext) -> bytes:
         self._count()
+        with self._lock:
+            self.counters.intercepted_updates += 1
         try:
             reply: bytes = self._channel.stream_unary(method_path("SubmitUpdate"))(
                 self._tamper(requests), timeout=context.time_remaining()

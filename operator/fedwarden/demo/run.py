@@ -387,9 +387,11 @@ def _summarise(
             "detail": ", ".join(f"{c['client']}: {c['banned'] or 'not banned'}" for c in riders),
         },
         "tampering in transit (FL05)": {
-            "held": relay.counters.tampered_updates > 0
+            "held": relay.counters.intercepted_updates > 0
             and by_role[relay_name]["accepted_rounds"] == 0,
-            "detail": f"the relay altered {relay.counters.tampered_updates} update(s); the "
+            "detail": f"the relay intercepted {relay.counters.intercepted_updates} update(s) and "
+            f"altered {relay.counters.tampered_updates} (the rest were refused at their header "
+            "before a payload chunk passed); the "
             f"aggregator refused {by_role[relay_name]['refusals']} from it, aggregated "
             f"{by_role[relay_name]['accepted_rounds']}",
         },
@@ -430,6 +432,7 @@ def _summarise(
         clients=clients,
         defences=defences,
         relay={
+            "intercepted_updates": relay.counters.intercepted_updates,
             "tampered_updates": relay.counters.tampered_updates,
             "forwarded_calls": relay.counters.forwarded_calls,
             "upstream_refusals": relay.counters.upstream_refusals[-3:],
