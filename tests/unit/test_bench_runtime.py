@@ -156,6 +156,8 @@ def test_snapshot_counts_and_measures_the_sessions_and_the_check_can_stop(
     proc = procs.start("sh", ["sh", "-c", script], tmp_path / "sh.log")
     try:
         wait_for(lambda: "started" in proc.tail(), 10.0, "the shell to start")
+        # "started" follows the forks, not the children's exec: until then they are named sh
+        wait_for(lambda: _processes.snapshot(procs).names.get("sleep") == 2, 10.0, "both sleeps")
         snap = _processes.snapshot(procs)
         assert snap.names.get("sleep") == 2
         assert snap.count >= 3
