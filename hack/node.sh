@@ -465,8 +465,8 @@ kill_leftover_tasks() {
 kill_leftover_shims() {
     # shims outlive containerd; this node's are those with its socket in their command line
     local pid
-    for pid in $(grep -l --null-data -- "$STATE/containerd.sock" /proc/[0-9]*/cmdline 2>/dev/null |
-        cut -d/ -f3); do
+    for pid in $({ grep -l --null-data -- "$STATE/containerd.sock" /proc/[0-9]*/cmdline 2>/dev/null ||
+        true; } | cut -d/ -f3); do
         [[ "$(basename "$(readlink "/proc/$pid/exe" 2>/dev/null)")" == containerd-shim* ]] &&
             kill -KILL "$pid" 2>/dev/null || true
     done
@@ -474,8 +474,8 @@ kill_leftover_shims() {
 
 unmount_under() {
     local dir="$1" m
-    # deepest first
-    findmnt -rn -o TARGET | grep -E "^$dir(/|$)" | sort -r | while read -r m; do
+    # deepest first (no match is no error)
+    findmnt -rn -o TARGET | { grep -E "^$dir(/|$)" || true; } | sort -r | while read -r m; do
         umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || log "could not unmount $m"
     done
 }
@@ -554,6 +554,7 @@ LOAD_DIR=
 on_exit() {
     local rc=$? f
     [[ -z "$LOAD_DIR" ]] || rm -rf "$LOAD_DIR"
+    if ((rc)); then log "$ACTION failed (exit $rc)"; fi
     if ((rc)) && [[ "$ACTION" == up ]]; then
         for f in "$LOGS"/*.log; do
             [[ -f "$f" ]] || continue
