@@ -83,6 +83,10 @@ def test_policies_let_only_the_trainings_clients_in_and_the_aggregator_out_to_dn
     listener_ip = node.pod_ip(OTHER, "app=listener")
     for pod, ns in (("stranger", NAMESPACE), ("member", NAMESPACE), ("outsider", OTHER)):
         node.kubectl("wait", "--for=condition=Ready", f"pod/{pod}", "-n", ns, "--timeout=120s")
+    # pods have routes to the pod and Service networks only: no default route off the machine
+    routes = node.kubectl("exec", "-n", NAMESPACE, "stranger", "--", "cat", "/proc/net/route")
+    destinations = {line.split()[1] for line in routes.stdout.splitlines()[1:]}
+    assert "00000000" not in destinations, routes.stdout
     # the aggregator listens before the probes count: the member gets in once it does
     wait_for(
         lambda: connects(node, NAMESPACE, "member", aggregator_ip, GRPC_PORT),

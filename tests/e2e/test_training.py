@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.e2e.node import REPO, Node, wait_for
+from tests.e2e.node import REPO, Node, probe_pod, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -39,6 +39,14 @@ def _finished_rounds(volume: Path) -> list[dict[str, Any]]:
 
 def test_examples_train_on_the_node_through_faults(node: Node, operator_release: str) -> None:
     node.restricted_namespace(NAMESPACE)
+    # the namespace enforces the restricted profile: a pod without its securityContext (that
+    # the baseline profile would admit) is refused
+    unrestricted = probe_pod("unrestricted")
+    del unrestricted["spec"]["securityContext"]
+    del unrestricted["spec"]["containers"][0]["securityContext"]
+    refused = node.kubectl("apply", "--dry-run=server", "-n", NAMESPACE, "-f", "-",
+                           input=json.dumps(unrestricted), check=False)  # fmt: skip
+    assert 'violates PodSecurity "restricted:latest"' in refused.stderr, refused
     volume = node.checkpoint_volume(
         f"{NAMESPACE}-{TRAINING}", claim=f"{TRAINING}-checkpoints", namespace=NAMESPACE
     )
