@@ -24,7 +24,7 @@ def _training(name: str, regions: list[str]) -> dict[str, Any]:
         "metadata": {"name": name},
         "spec": {
             "rounds": 1,
-            "task": {"name": "digits-logreg"},
+            "task": {"builtin": "digits-logreg"},
             "selection": {"minClients": 2, "minAvailable": 2},
             "privacy": {"mode": "none"},
             "dataResidency": {"allowedRegions": regions},

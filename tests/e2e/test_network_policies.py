@@ -38,7 +38,7 @@ def _training() -> dict[str, object]:
         "metadata": {"name": TRAINING},
         "spec": {
             "rounds": 1,
-            "task": {"name": "digits-logreg"},
+            "task": {"builtin": "digits-logreg"},
             "selection": {"minClients": 2, "minAvailable": 2},
             "privacy": {"mode": "none"},
         },

@@ -93,11 +93,13 @@ def test_examples_train_on_the_node_through_faults(node: Node, operator_release:
         # the aggregator ran twice from its image, under the restricted profile's settings
         pods = node.items("pods", NAMESPACE, AGGREGATOR)
         assert killed[0]["metadata"]["uid"] not in {p["metadata"]["uid"] for p in pods}
-        aggregator = pods[-1]
-        container = aggregator["spec"]["containers"][0]
-        assert container["image"].startswith("ghcr.io/fedwarden/aggregator:")
-        assert container["securityContext"]["readOnlyRootFilesystem"] is True
-        assert aggregator["status"]["containerStatuses"][0]["imageID"]
+        for aggregator in pods:
+            container = aggregator["spec"]["containers"][0]
+            assert container["image"].startswith("ghcr.io/fedwarden/aggregator:")
+            assert container["securityContext"]["readOnlyRootFilesystem"] is True
+        # (a pod the kubelet restart caught may report no image; the one that finished does)
+        statuses = [s for p in pods for s in p["status"].get("containerStatuses") or []]
+        assert any(s.get("imageID") for s in statuses), statuses
         # the clients were told the Service's DNS name, and trained from the client image
         clients = node.items("pods", NAMESPACE, "app.kubernetes.io/component=client")
         assert len({p["metadata"]["labels"].get("fedwarden.io/client") for p in clients}) >= 8
