@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint unit control-plane helm images install-dev install-torch test-pytorch generate clean
+.PHONY: demo test lint unit control-plane helm images node-up node-down e2e install-dev install-torch test-pytorch generate clean
 
 $(BIN)/fedwarden: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -66,8 +66,25 @@ install-torch: install-dev
 test-pytorch: install-torch
 	$(BIN)/pytest tests/integration/apps/test_pytorch_example.py
 
+# a one-node cluster on this machine (kubelet, containerd, CoreDNS, kube-proxy and a
+# NetworkPolicy engine; root, and it changes the network: see hack/node.sh); its extra binaries are
+# built from Go modules and cached like the control plane's
+node-up: control-plane
+	bash hack/node.sh up
+
+node-down:
+	bash hack/node.sh down
+
+# the end-to-end tier on that node: the chart, the operator as a pod, trainings from the images
+# (build them first with `make images`; they are loaded into the node's containerd here)
+E2E_IMAGES = $(foreach role,operator aggregator client,ghcr.io/fedwarden/$(role):$(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml))
+e2e: install-dev helm node-up
+	bash hack/node.sh load $(E2E_IMAGES)
+	FEDWARDEN_E2E=1 $(BIN)/pytest -m e2e tests/e2e
+
+# the end-to-end tier needs the node (make e2e), not part of this run
 unit: install-dev
-	$(BIN)/pytest tests
+	$(BIN)/pytest -m "not e2e" tests
 
 test: lint control-plane helm unit
 

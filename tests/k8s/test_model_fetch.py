@@ -52,7 +52,7 @@ def _objects() -> list[dict[str, Any]]:
             "metadata": {"name": NAME},
             "spec": {
                 "rounds": 2,
-                "task": {"name": "digits-logreg"},
+                "task": {"builtin": "digits-logreg"},
                 "selection": {"minClients": 2, "minAvailable": 2},
             },
         },

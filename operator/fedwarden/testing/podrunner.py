@@ -99,6 +99,20 @@ probes, lifecycle hooks (postStart/preStop), ephemeral containers, sidecar (rest
 containers, ``kubectl logs/exec/port-forward/attach`` (no kubelet API), node heartbeats/Leases,
 static pods, device plugins, CSI, volume attach, PVC binding checks, image garbage collection or
 pod-level ``terminationMessagePath``. It is for tests on one machine, never for real workloads.
+
+What only the node tier covers
+------------------------------
+``tests/e2e`` runs on a real one-node cluster (``hack/node.sh``: kubelet, containerd, CNI
+bridge, kube-proxy, CoreDNS, kube-network-policies) and is the only place these are tested:
+the three images themselves (entry points, user 65532, read-only root) under the restricted
+Pod Security Standard; Secrets and ConfigMaps really mounted; clients dialling the aggregator's
+Service DNS name through CoreDNS and kube-proxy; the readiness probes that gate the Service's
+endpoints; NetworkPolicies enforced (who may reach the aggregator, where the aggregator may
+connect); scheduling by node affinity (data residency: a Pending, unschedulable aggregator); a
+force-deleted aggregator resuming from a checkpoint on a PersistentVolume; a kubelet restart;
+the operator as a pod from its image, installed by the chart, and ``helm test``. Keep this
+runner for fast tests of the operator's logic; put anything about images, the pod network or
+security enforcement in the node tier.
 """
 
 from __future__ import annotations
