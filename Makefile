@@ -63,8 +63,10 @@ TORCH_VERSION := 2.15.0
 install-torch: install-dev
 	$(BIN)/python -c 'import torch' 2>/dev/null || $(BIN)/pip install --quiet torch==$(TORCH_VERSION)
 
-test-pytorch: install-torch
-	$(BIN)/pytest tests/integration/apps/test_pytorch_example.py
+# the example in process, then as a task.app training on the test control plane (its model fetched,
+# verified and loaded back into PyTorch)
+test-pytorch: install-torch control-plane
+	$(BIN)/pytest tests/integration/apps/test_pytorch_example.py tests/k8s/test_app_training.py
 
 # a one-node cluster on this machine (kubelet, containerd, CoreDNS, kube-proxy and a
 # NetworkPolicy engine; root, and it changes the network: see hack/node.sh); its extra binaries are

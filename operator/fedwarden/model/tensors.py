@@ -12,6 +12,7 @@ and so could run code) is refused as a non-float tensor.
 from __future__ import annotations
 
 import io
+import json
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -66,7 +67,31 @@ def parse_safetensors(data: bytes, source: str = "model") -> NamedTensors:
         raise ModelFileError(
             f"{source}: not a valid safetensors file ({_first_line(exc)})"
         ) from None
+    order = _recorded_order(data)
+    if order is not None and sorted(order) == sorted(loaded):
+        return {name: loaded[name] for name in order}
     return dict(loaded)
+
+
+ORDER_KEY = "fedwarden.order"
+"""The ``.safetensors`` metadata key that records the tensors' order (a JSON list of names).
+
+A safetensors file does not keep the order its tensors were given in (it lays them out by dtype
+and name), while the flat parameter vector does: without this, an app's initial model read back
+from a file would be flattened in another order than the app's, and every party would cut the
+same vector into different tensors."""
+
+
+def _recorded_order(data: bytes) -> list[str] | None:
+    try:
+        size = int.from_bytes(data[:8], "little")
+        header = json.loads(data[8 : 8 + size])
+        order = json.loads(header.get("__metadata__", {}).get(ORDER_KEY, "null"))
+    except (ValueError, AttributeError, TypeError):
+        return None
+    if isinstance(order, list) and all(isinstance(n, str) for n in order):
+        return order
+    return None
 
 
 def _npz(path: Path, data: bytes) -> NamedTensors:
@@ -146,7 +171,8 @@ def safetensors_bytes(
             f"a model of {flat.size} values does not fit the layout of {layout.size} parameters"
         )
     named = {n: np.ascontiguousarray(t) for n, t in layout.split(flat).items()}
-    return bytes(save_safetensors_bytes(named, metadata=dict(metadata or {})))
+    recorded = {ORDER_KEY: json.dumps(list(named)), **dict(metadata or {})}
+    return bytes(save_safetensors_bytes(named, metadata=recorded))
 
 
 def _shape(shape: tuple[int, ...]) -> str:

@@ -30,6 +30,19 @@ def test_safetensors_round_trip_keeps_names_and_shapes(tmp_path: Path) -> None:
     np.testing.assert_array_equal(layout_vector(tensors, LAYOUT), vector)
 
 
+def test_a_written_model_is_read_back_in_its_layout_order() -> None:
+    # safetensors lays tensors out by dtype and name; the flat vector is in the layout's order
+    # (a PyTorch state_dict's: conv1.weight before conv1.bias), and reading must give it back,
+    # or an initial model from `fedwarden model init` is flattened in another order than the app's
+    layout = ParameterLayout(
+        ("fc.weight", "conv.weight", "conv.bias", "fc.bias"), ((2, 2), (3,), (1,), (2,))
+    )
+    vector = np.arange(layout.size, dtype=np.float32)
+    tensors = parse_safetensors(safetensors_bytes(vector, layout))
+    assert list(tensors) == list(layout.names)
+    np.testing.assert_array_equal(ParameterLayout.of_named(tensors).join(tensors), vector)
+
+
 def test_npz_of_named_arrays_is_read(tmp_path: Path) -> None:
     path = tmp_path / "m.npz"
     np.savez(path, w=np.ones((2, 3), np.float64), b=np.zeros(3, np.float32))
