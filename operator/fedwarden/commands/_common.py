@@ -108,3 +108,18 @@ def user_errors() -> Iterator[None]:
         yield
     except ValueError as exc:
         raise click.ClickException(str(exc)) from exc
+
+
+def choose_sides(value: str, sides: tuple[str, ...]) -> tuple[str, ...]:
+    """A ``--sides`` value of the bench commands: comma-separated names of ``sides``, or
+    ``all``; ``BadParameter`` naming the unknown ones."""
+    if value.strip().lower() == "all":
+        return sides
+    names = tuple(v.strip() for v in value.split(",") if v.strip())
+    unknown = [n for n in names if n not in sides]
+    if unknown or not names:
+        raise click.BadParameter(
+            f"unknown side {', '.join(map(repr, unknown)) or '(none given)'}; "
+            f"choose from {', '.join(sides)} (comma-separated) or 'all'"
+        )
+    return names

@@ -13,22 +13,19 @@ from typing import Any
 import click
 from rich.table import Table
 
-from fedwarden.commands._common import console, emit_json, json_option, user_errors
+from fedwarden.commands._common import (
+    choose_sides,
+    console,
+    emit_json,
+    json_option,
+    user_errors,
+)
 
 
 def _sides(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str, ...]:
     from fedwarden.bench.apps import SIDES
 
-    if value.strip().lower() == "all":
-        return SIDES
-    names = tuple(v.strip() for v in value.split(",") if v.strip())
-    unknown = [n for n in names if n not in SIDES]
-    if unknown or not names:
-        raise click.BadParameter(
-            f"unknown side {', '.join(map(repr, unknown)) or '(none given)'}; "
-            f"choose from {', '.join(SIDES)} (comma-separated) or 'all'"
-        )
-    return names
+    return choose_sides(value, SIDES)
 
 
 @click.command("apps")
